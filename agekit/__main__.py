@@ -1,0 +1,7 @@
+"""``python -m agekit`` runs the command line (also under ``torchrun -m agekit``)."""
+
+import sys
+
+from agekit.cli import main
+
+sys.exit(main())
