@@ -43,6 +43,11 @@ def expected_age(logits: torch.Tensor, age_values: torch.Tensor) -> torch.Tensor
 
 def age_l1_loss(pred_ages: torch.Tensor, true_ages: torch.Tensor) -> torch.Tensor:
     """eq. 2: mean absolute error between predicted and true ages, [b], [b] -> scalar."""
+    if pred_ages.shape != true_ages.shape:
+        raise ValueError(
+            f"pred_ages {tuple(pred_ages.shape)} and true_ages {tuple(true_ages.shape)} must both be [b]; "
+            "a silent broadcast would compare every prediction with every age."
+        )
     return (pred_ages.float() - true_ages.to(pred_ages.device).float()).abs().mean()
 
 
@@ -52,6 +57,7 @@ def gender_loss(gender_logits: torch.Tensor, genders: torch.Tensor) -> torch.Ten
     gender_logits: [b, 2], genders: [b] with 0 male, 1 female, -1 unknown -> scalar
     (0 when no sample in the batch has a known gender).
     """
+    genders = genders.to(gender_logits.device)
     known = genders >= 0
     if not bool(known.any()):
         return gender_logits.sum() * 0.0

@@ -5,8 +5,11 @@ The public names of DESIGN.md live here: ``make_synthetic_faces`` and ``AgeLabel
 
 from agekit.data.augment import BatchAugment
 from agekit.data.dataset import Batch, FaceDataset, normalize, to_float
+from agekit.data.formats import FORMATS
 from agekit.data.labels import AgeLabels
+from agekit.data.prepare import PreparedData, load_prepared, prepare
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split, random_split, split_indices
+from agekit.data.store import ImageStore
 
 
 def __getattr__(name):
@@ -20,7 +23,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "AgeLabels", "Batch", "BatchAugment", "FaceDataset", "SPLIT_NAMES", "find_leakage",
-    "identity_split", "make_synthetic_faces", "normalize", "random_split", "render_face",
-    "split_indices", "to_float",
+    "AgeLabels", "Batch", "BatchAugment", "FORMATS", "FaceDataset", "ImageStore", "PreparedData",
+    "SPLIT_NAMES", "find_leakage", "identity_split", "load_prepared", "make_synthetic_faces",
+    "normalize", "prepare", "random_split", "render_face", "split_indices", "to_float",
 ]
