@@ -93,8 +93,9 @@ def joint_loss(
 
 
 def pairwise_l1(embeddings: torch.Tensor) -> torch.Tensor:
-    """L1 distance between every two rows: [b, d] -> [b, b]."""
-    return torch.cdist(embeddings.float(), embeddings.float(), p=1)
+    """L1 distance between every two rows: [b, d] -> [b, b] (float64 stays float64)."""
+    x = embeddings if embeddings.dtype == torch.float64 else embeddings.float()
+    return torch.cdist(x, x, p=1)
 
 
 def revised_contrastive_loss(

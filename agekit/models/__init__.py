@@ -19,7 +19,10 @@ from agekit.models.reweighting import AgeReweighting, PositionHead
 
 _LAZY = {
     "SiameseNet": "agekit.models.siamese",
+    "SiameseOutput": "agekit.models.siamese",
+    "siamese_loss": "agekit.models.siamese",
     "InceptionV3": "agekit.models.inception",
+    "load_inception_v3_weights": "agekit.models.inception",
 }
 
 __all__ = [

@@ -1,0 +1,193 @@
+"""k-NN age estimation (Jeong et al., 2018, Section 2.5) and the emergent-gender vote (Table 2)."""
+
+import pytest
+import torch
+
+from agekit.knn import (
+    Gallery,
+    chunk_rows,
+    knn_gender_accuracy,
+    knn_gender_predict,
+    knn_neighbours,
+    knn_predict,
+)
+
+
+def brute_neighbours(query, gallery, k):
+    """Reference: for each query, all L1 distances in a Python loop, sorted by (distance, index)."""
+    result = []
+    for q in query.tolist():
+        distances = [(sum(abs(a - b) for a, b in zip(q, row)), index) for index, row in enumerate(gallery.tolist())]
+        result.append(sorted(distances)[:k])
+    return result
+
+
+def brute_predict(query, gallery, ages, k):
+    rows = brute_neighbours(query, gallery, k)
+    return torch.tensor([sum(float(ages[i]) for _, i in row) / k for row in rows], dtype=torch.float64)
+
+
+def data(m=13, g=40, d=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    gallery = torch.randn(g, d, generator=gen, dtype=torch.float64)
+    ages = torch.randint(1, 80, (g,), generator=gen)
+    genders = torch.randint(0, 2, (g,), generator=gen)
+    return query, gallery, ages, genders
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, None])
+@pytest.mark.parametrize("k", [1, 4, 20, 40])
+def test_predict_matches_brute_force(k, chunk_size):
+    query, gallery, ages, _ = data()
+    got = knn_predict(query, gallery, ages, k=k, chunk_size=chunk_size)
+    assert got.shape == (13,) and got.dtype == torch.float32
+    assert torch.allclose(got.double(), brute_predict(query, gallery, ages, k), atol=1e-5)
+
+
+def test_k_equal_to_gallery_is_the_gallery_mean():
+    query, gallery, ages, _ = data(g=40)
+    got = knn_predict(query, gallery, ages, k=40, chunk_size=4)
+    assert torch.allclose(got, torch.full((13,), ages.double().mean().item(), dtype=torch.float32))
+
+
+def test_neighbours_match_brute_force_order():
+    query, gallery, _, _ = data()
+    indices, distances = knn_neighbours(query, gallery, k=6, chunk_size=4)
+    reference = brute_neighbours(query, gallery, 6)
+    assert indices.tolist() == [[i for _, i in row] for row in reference]
+    assert torch.allclose(distances, torch.tensor([[d for d, _ in row] for row in reference], dtype=torch.float64))
+
+
+def test_ties_go_to_the_smaller_gallery_index():
+    # integer embeddings make exact ties everywhere; the reference sorts by (distance, index)
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randint(0, 3, (9, 3), generator=gen).float()
+    gallery = torch.randint(0, 3, (30, 3), generator=gen).float()
+    ages = torch.arange(30) * 2
+    for k in (1, 5, 7, 30):
+        for chunk_size in (2, 9):
+            indices, _ = knn_neighbours(query, gallery, k=k, chunk_size=chunk_size)
+            assert indices.tolist() == [[i for _, i in row] for row in brute_neighbours(query, gallery, k)]
+            assert torch.allclose(knn_predict(query, gallery, ages, k, chunk_size).double(),
+                                  brute_predict(query, gallery, ages, k))
+
+
+def test_a_tie_at_the_kth_place():
+    # three gallery points at distance 1 from the query; k = 2 keeps the two with smaller indices
+    query = torch.zeros(1, 2)
+    gallery = torch.tensor([[5.0, 5.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    ages = torch.tensor([90, 10, 20, 30])
+    indices, distances = knn_neighbours(query, gallery, k=2)
+    assert indices.tolist() == [[1, 2]] and distances.tolist() == [[1.0, 1.0]]
+    assert knn_predict(query, gallery, ages, k=2).item() == 15.0
+
+
+def test_bad_arguments():
+    query, gallery, ages, _ = data(g=10)
+    with pytest.raises(ValueError, match="only 10 rows"):
+        knn_predict(query, gallery, ages, k=11)
+    with pytest.raises(ValueError, match="dimensions"):
+        knn_predict(query[:, :3], gallery, ages)
+    with pytest.raises(ValueError, match="gallery_ages"):
+        knn_predict(query, gallery, ages[:9], k=3)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        knn_predict(query, gallery, ages, k=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        knn_predict(query, gallery, ages, k=3, chunk_size=0)
+    with pytest.raises(ValueError, match="2-D"):
+        knn_predict(query[0], gallery, ages, k=3)
+    with pytest.raises(ValueError, match="NaN"):
+        knn_predict(torch.full((2, 5), float("nan")), gallery, ages, k=3)
+
+
+def test_huge_but_finite_values_are_accepted():
+    # their sum overflows to infinity, yet every value is finite: no false alarm
+    gallery = torch.tensor([[3e38, 0.0], [3e38, 1.0], [-1.0, 0.0]])
+    indices, _ = knn_neighbours(torch.tensor([[3e38, 0.0]]), gallery, k=2)
+    assert indices.tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="gallery contains NaN"):
+        knn_neighbours(torch.zeros(1, 2), torch.tensor([[0.0, float("inf")], [1.0, 1.0]]), k=1)
+
+
+def test_chunk_rows_respects_the_budget():
+    g = 50_000
+    rows = chunk_rows(g, memory_mb=64)
+    assert rows * g * 16 <= 64 * 2**20 < (rows + 1) * g * 16
+    rows64 = chunk_rows(g, memory_mb=64, element_size=8)  # float64: 8 + 8 + 8 bytes per entry
+    assert rows64 * g * 24 <= 64 * 2**20 < (rows64 + 1) * g * 24
+    assert chunk_rows(10**9, memory_mb=1) == 1
+    with pytest.raises(ValueError, match="memory_mb"):
+        chunk_rows(g, memory_mb=0)
+
+
+def loop_gender_vote(query, gallery, genders, k):
+    votes = []
+    for row in brute_neighbours(query, gallery, k):
+        female = sum(int(genders[i]) for _, i in row)
+        male = k - female
+        votes.append(1 if female > male else 0 if male > female else int(genders[row[0][1]]))
+    return torch.tensor(votes)
+
+
+@pytest.mark.parametrize("k", [1, 4, 5, 20])
+def test_gender_vote_matches_loop(k):
+    query, gallery, _, genders = data(m=17, seed=2)
+    predicted = knn_gender_predict(query, gallery, genders, k=k, chunk_size=5)
+    assert predicted.tolist() == loop_gender_vote(query, gallery, genders, k).tolist()
+    truth = torch.randint(0, 2, (17,), generator=torch.Generator().manual_seed(k))
+    truth[3] = -1  # unknown: left out
+    known = truth >= 0
+    expected = 100.0 * (predicted[known] == truth[known]).double().mean().item()
+    assert knn_gender_accuracy(query, truth, gallery, genders, k=k) == pytest.approx(expected)
+
+
+def test_gender_accuracy_on_separated_genders():
+    # genders live in separate halves of the embedding space: the vote is always right
+    gen = torch.Generator().manual_seed(4)
+    gallery = torch.randn(60, 3, generator=gen)
+    genders = torch.arange(60) % 2
+    gallery[:, 0] += 10.0 * genders
+    query = torch.randn(20, 3, generator=gen)
+    truth = torch.arange(20) % 2
+    query[:, 0] += 10.0 * truth
+    assert knn_gender_accuracy(query, truth, gallery, genders, k=5) == 100.0
+    assert knn_gender_accuracy(query, 1 - truth, gallery, genders, k=5) == 0.0
+    with pytest.raises(ValueError, match="no known gender"):
+        knn_gender_accuracy(query, torch.full((20,), -1), gallery, genders, k=5)
+    with pytest.raises(ValueError, match="gallery_genders"):
+        knn_gender_accuracy(query, truth, gallery, torch.full((60,), 2), k=5)
+
+
+def test_gallery_round_trip(tmp_path):
+    query, gallery, ages, genders = data()
+    genders[0] = -1
+    bank = Gallery(gallery, ages, genders)
+    assert len(bank) == 40 and bank.dim == 5
+    path = tmp_path / "gallery.pt"
+    torch.save(bank.state_dict(), path)
+    loaded = Gallery.from_state_dict(torch.load(path, weights_only=True))
+    assert torch.equal(loaded.embeddings, bank.embeddings)
+    assert torch.equal(loaded.ages, ages) and torch.equal(loaded.genders, genders)
+    assert torch.equal(loaded.predict(query, k=7), knn_predict(query, gallery, ages, k=7))
+    indices, distances = loaded.neighbours(query, k=3)
+    assert indices.tolist() == [[i for _, i in row] for row in brute_neighbours(query, gallery, 3)]
+    # entries of unknown gender stay out of the vote
+    keep = genders >= 0
+    truth = torch.randint(0, 2, (13,), generator=torch.Generator().manual_seed(9))
+    assert loaded.gender_accuracy(query, truth, k=5) == pytest.approx(
+        knn_gender_accuracy(query, truth, gallery[keep], genders[keep], k=5))
+
+
+def test_gallery_without_genders_and_bad_states():
+    query, gallery, ages, _ = data()
+    bank = Gallery(gallery, ages)
+    assert set(bank.state_dict()) == {"embeddings", "ages"}
+    with pytest.raises(ValueError, match="without genders"):
+        bank.gender_accuracy(query, torch.zeros(13, dtype=torch.int64))
+    with pytest.raises(ValueError, match="'embeddings' and 'ages'"):
+        bank.load_state_dict({"embeddings": gallery})
+    with pytest.raises(ValueError, match="Unexpected keys"):
+        bank.load_state_dict({"embeddings": gallery, "ages": ages, "names": ages})
+    with pytest.raises(ValueError, match="ages"):
+        Gallery(gallery, ages[:5])
