@@ -95,6 +95,16 @@ def parameters(
 # ----------------------------------------------------------------------------- notebooks on disk
 
 
+def runs_dir(fast: bool = False) -> Path:
+    """Where lessons cache expensive results: ``runs/`` beside ``notebooks/``, or ``$AGEKIT_RUNS``.
+
+    Fast-mode results go to ``runs/fast/`` so a smoke run never stands in for a real one.
+    Later lessons load what earlier ones saved here and train only when it is missing.
+    """
+    root = Path(os.environ.get("AGEKIT_RUNS") or notebooks_dir().parent / "runs")
+    return root / "fast" if fast else root
+
+
 def notebooks_dir() -> Path:
     """The course's ``notebooks/`` folder (beside the package in a checkout)."""
     return Path(__file__).resolve().parent.parent / "notebooks"
@@ -112,6 +122,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; course outputs are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -128,6 +139,7 @@ def student_copy(notebook: dict) -> dict:
     Outputs and execution counts are cleared, so the student runs it fresh.
     """
     result = copy.deepcopy(notebook)
+    result.get("metadata", {}).pop("widgets", None)  # saved widget state belongs to the executed copy
     for cell in result.get("cells", []):
         if cell.get("cell_type") == "code":
             cell["outputs"] = []

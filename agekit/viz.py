@@ -1,0 +1,451 @@
+"""Plots the notebooks share. Every figure has axis labels and a title.
+
+matplotlib is imported on first use, so the package itself does not need it.
+Taught across the course; each function names its first notebook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _axes(ax, figsize=(6, 4)):
+    if ax is not None:
+        return ax.figure, ax
+    return _plt().subplots(figsize=figsize)
+
+
+def as_image(image: torch.Tensor):
+    """[3, H, W] uint8 or float in [0, 1] -> a numpy [H, W, 3] array for imshow."""
+    image = image.detach().cpu()
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.permute(1, 2, 0).numpy()
+
+
+def show_faces(images, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.3, title: str = ""):
+    """A grid of faces [N, 3, H, W] with optional captions (01_synthetic_faces)."""
+    plt = _plt()
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(as_image(images[i]))
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_age_distribution(ages, genders=None, ax=None, title: str = "Age distribution"):
+    """Histogram of whole-year ages, split by gender when given (01_synthetic_faces)."""
+    fig, ax = _axes(ax, (7, 3.5))
+    ages = torch.as_tensor(ages)
+    bins = torch.arange(int(ages.min()), int(ages.max()) + 2).numpy() - 0.5
+    if genders is None:
+        ax.hist(ages.numpy(), bins=bins, color="tab:blue")
+    else:
+        genders = torch.as_tensor(genders)
+        for value, name, color in ((0, "male", "tab:blue"), (1, "female", "tab:orange")):
+            ax.hist(ages[genders == value].numpy(), bins=bins, alpha=0.6, label=name, color=color)
+        ax.legend()
+    ax.set_xlabel("age (years)")
+    ax.set_ylabel("number of faces")
+    ax.set_title(title)
+    return fig
+
+
+def plot_history(history: Sequence[Mapping], keys: Sequence[str] = ("train_loss", "val_mae"), title: str = "Training"):
+    """One panel per key of a trainer's per-epoch history (06_rapl_training)."""
+    plt = _plt()
+    keys = [k for k in keys if any(k in row for row in history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.2), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        epochs = [row.get("epoch", i + 1) for i, row in enumerate(history) if key in row]
+        ax.plot(epochs, [row[key] for row in history if key in row], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_by_age(rows_by_name: Mapping[str, Sequence[Mapping]], ax=None, title: str = "Error by age"):
+    """MAE per age bin for one or more models; rows from ``metrics.error_by_age`` (02_metrics_and_evr)."""
+    fig, ax = _axes(ax, (7, 3.5))
+    for name, rows in rows_by_name.items():
+        ax.plot([r["age"] for r in rows], [r["mae"] for r in rows], marker=".", label=name)
+    ax.set_xlabel("true age (years)")
+    ax.set_ylabel("mean absolute error (years)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_heatmap(
+    matrix, xlabel: str, ylabel: str, title: str, ax=None, xticklabels=None, cmap: str = "viridis", colorbar: str = ""
+):
+    """A labelled heatmap of a 2-D tensor, e.g. the reference map R or the age weights W (04, 05)."""
+    fig, ax = _axes(ax, (8, 4))
+    matrix = torch.as_tensor(matrix).detach().cpu().float()
+    image = ax.imshow(matrix.numpy(), aspect="auto", cmap=cmap, interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax)
+    if colorbar:
+        bar.set_label(colorbar)
+    if xticklabels is not None:
+        step = max(1, len(xticklabels) // 12)
+        ax.set_xticks(range(0, len(xticklabels), step))
+        ax.set_xticklabels([str(x) for x in list(xticklabels)[::step]])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def plot_predictions(images, true_ages, pred_ages, position_ages=None, ncols: int = 5, title: str = "Predictions"):
+    """Faces captioned with true age, EVR estimate and, if given, the position-head estimate (RAPL Fig. 4)."""
+    captions = []
+    for i in range(len(images)):
+        text = f"true {int(true_ages[i])}\nEVR {float(pred_ages[i]):.1f}"
+        if position_ages is not None:
+            text += f"  pos {int(position_ages[i])}"
+        captions.append(text)
+    return show_faces(images, captions, ncols=ncols, size=1.8, title=title)
+
+
+def plot_embedding(points, values, ax=None, title: str = "Embedding", label: str = "age", cmap: str = "viridis",
+                   xlabel: str = "component 1", ylabel: str = "component 2"):
+    """A 2-D scatter coloured by a value (age) or a category (gender) (07, 08)."""
+    fig, ax = _axes(ax, (5, 4.2))
+    points = torch.as_tensor(points).detach().cpu().float()
+    values = torch.as_tensor(values).detach().cpu()
+    scatter = ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), c=values.numpy(), s=8, cmap=cmap, alpha=0.8)
+    fig.colorbar(scatter, ax=ax).set_label(label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def plot_comparison(results: Mapping[str, Sequence[float]], ylabel: str = "test MAE (years)", ax=None,
+                    title: str = "Comparison", baseline: float | None = None):
+    """Bar chart of mean +/- std over seeds per method, with an optional baseline line (09_ablations)."""
+    fig, ax = _axes(ax, (8, 3.8))
+    names = list(results)
+    values = [torch.tensor(results[n], dtype=torch.float64) for n in names]
+    means = [float(v.mean()) for v in values]
+    stds = [float(v.std()) if len(v) > 1 else 0.0 for v in values]
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", linestyle="--", label="predict the median")
+        ax.legend()
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schematic(boxes: Mapping[str, Sequence], arrows: Sequence[Sequence], title: str, ax=None,
+                   figsize=(10, 3.4), fontsize: int = 9):
+    """A box-and-arrow diagram of a method, e.g. RAPL's or the Siamese network's data flow (00_welcome).
+
+    boxes: {name: (x, y, text)} or {name: (x, y, text, colour)}, centres in axes units
+    [0, 1] x [0, 1]; arrows: [(from, to)] or [(from, to, label)], drawn from box edge to
+    box edge. Returns the figure; the axes are hidden, the title is kept.
+    """
+    fig, ax = _axes(ax, figsize)
+    drawn = {}
+    for name, spec in boxes.items():
+        if len(spec) not in (3, 4):
+            raise ValueError(f"boxes[{name!r}] must be (x, y, text) or (x, y, text, colour), got {spec!r}.")
+        x, y, text = spec[:3]
+        colour = spec[3] if len(spec) == 4 else "#dde8f5"
+        drawn[name] = ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, transform=ax.transAxes,
+                              bbox={"boxstyle": "round,pad=0.45", "facecolor": colour, "edgecolor": "#4a5a70"})
+    for arrow in arrows:
+        if len(arrow) not in (2, 3):
+            raise ValueError(f"each arrow must be (from, to) or (from, to, label), got {arrow!r}.")
+        source, target = arrow[:2]
+        for end in (source, target):
+            if end not in drawn:
+                raise ValueError(f"arrow {arrow!r} names {end!r}, which is not a box; boxes are {sorted(drawn)}.")
+        ax.annotate("", xy=(0.5, 0.5), xycoords=drawn[target], xytext=(0.5, 0.5), textcoords=drawn[source],
+                    arrowprops={"arrowstyle": "-|>", "color": "#4a5a70", "lw": 1.3, "shrinkA": 0, "shrinkB": 0,
+                                "patchA": drawn[source].get_bbox_patch(), "patchB": drawn[target].get_bbox_patch()})
+        if len(arrow) == 3:  # the label sits beside a steep arrow and above a flat one
+            (x0, y0), (x1, y1) = boxes[source][:2], boxes[target][:2]
+            steep = abs(y1 - y0) > abs(x1 - x0)
+            ax.text((x0 + x1) / 2 + (0.012 if steep else 0.0), (y0 + y1) / 2 + (0.0 if steep else 0.035), arrow[2],
+                    ha="left" if steep else "center", va="center" if steep else "bottom", fontsize=fontsize - 1,
+                    style="italic", color="#4a5a70", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(title)
+    return fig
+
+
+def plot_feature_maps(image, stage_maps: Mapping[str, torch.Tensor], channels: int = 6, size: float = 1.2,
+                      title: str = "Feature maps"):
+    """One face and a few channels of each stage's feature map, one row per stage (03_backbone_ir50).
+
+    image: [3, H, W] uint8 or float in [0, 1]; stage_maps: {name: [c, h, w]} for that face. Each row
+    shows the ``channels`` channels with the largest spatial variance, each scaled to its own range
+    (dark = low, bright = high) and titled with its index; the row label gives the map's shape.
+    """
+    plt = _plt()
+    rows = max(1, len(stage_maps))
+    fig = plt.figure(figsize=(size * (channels + 1.6), size * rows + 0.6))
+    grid = fig.add_gridspec(rows, channels + 1, width_ratios=[1.6] + [1] * channels)
+    face = fig.add_subplot(grid[:, 0])
+    face.imshow(as_image(image))
+    face.set_title(f"input {image.shape[-2]}×{image.shape[-1]}", fontsize=8)
+    face.axis("off")
+    for row, (name, maps) in enumerate(stage_maps.items()):
+        maps = torch.as_tensor(maps).detach().cpu().float()
+        if maps.dim() != 3:
+            raise ValueError(f"stage_maps[{name!r}] must be one face's map [c, h, w], got shape {tuple(maps.shape)}.")
+        shown = maps.flatten(1).var(dim=1).argsort(descending=True)[:channels]
+        for col, channel in enumerate(shown.tolist()):
+            ax = fig.add_subplot(grid[row, col + 1])
+            ax.imshow(maps[channel].numpy(), cmap="gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"ch {channel}", fontsize=7)
+            if col == 0:
+                c, h, w = maps.shape
+                ax.set_ylabel(f"{name}\n{c}×{h}×{w}", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_parameter_counts(counts: Mapping[str, int], removed: Sequence[str] = (), ax=None,
+                          title: str = "Parameters per part of the network"):
+    """Horizontal bars of parameter counts in millions, top to bottom in the order given (03_backbone_ir50).
+
+    Parts named in ``removed`` (e.g. the stage POSTER++ cuts off) are drawn hatched in grey.
+    """
+    fig, ax = _axes(ax, (7, 0.45 * len(counts) + 1.2))
+    names = list(counts)
+    millions = [counts[name] / 1e6 for name in names]
+    colours = ["lightgrey" if name in removed else "tab:blue" for name in names]
+    bars = ax.barh(range(len(names)), millions, color=colours, edgecolor="dimgrey")
+    for bar, name in zip(bars, names):
+        if name in removed:
+            bar.set_hatch("//")
+    for y, (name, value) in enumerate(zip(names, millions)):
+        ax.text(value, y, f" {value:.2f} M" if value >= 0.01 else f" {counts[name]:,}", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(millions) * 1.2 if millions else 1)
+    ax.set_xlabel("parameters (millions)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reference_selection(true_ages, pred_ages, source_index, ax=None,
+                             title: str = "Algorithm 1: the smallest error of each age"):
+    """Every training face as (true age, |true - predicted|), the reference chosen for each age ringed (04).
+
+    true_ages, pred_ages: [K]; source_index: int64 [n], the sample chosen per age label
+    (``ReferenceInfo.source_index``).
+    """
+    fig, ax = _axes(ax, (8, 3.6))
+    true_ages = torch.as_tensor(true_ages).detach().cpu().double()
+    errors = (true_ages - torch.as_tensor(pred_ages).detach().cpu().double()).abs()
+    chosen = torch.as_tensor(source_index).detach().cpu().long().unique()
+    ax.scatter(true_ages.numpy(), errors.numpy(), s=6, color="tab:grey", alpha=0.45, label="training face")
+    ax.scatter(true_ages[chosen].numpy(), errors[chosen].numpy(), s=28, facecolors="none", edgecolors="tab:red",
+               linewidths=1.2, label="chosen reference")
+    ax.set_xlabel("true age (years)")
+    ax.set_ylabel("|true - predicted| (years)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_learning_curves(histories: Mapping[str, Sequence[Mapping]], keys: Sequence[str] = ("train_mae", "val_mae"),
+                         baseline: float | None = None, baseline_label: str = "predict the median",
+                         title: str = "Learning curves"):
+    """Several runs' per-epoch histories overlaid, one panel per key (02_metrics_and_evr, 09_ablations).
+
+    histories: {run name: trainer history (one dict per epoch)}; ``baseline`` draws a dashed
+    horizontal line on every panel (e.g. the median predictor's MAE).
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.3), squeeze=False, sharey=True)
+    for ax, key in zip(axes.flat, keys):
+        for name, history in histories.items():
+            rows = [row for row in history if key in row]
+            ax.plot([row["epoch"] for row in rows], [row[key] for row in rows], marker="o", markersize=3, label=name)
+        if baseline is not None:
+            ax.axhline(baseline, color="tab:red", linestyle="--", linewidth=1, label=baseline_label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(key.replace("_", " ") + (" (years)" if key.endswith("mae") else ""))
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pred_vs_true(true_ages, preds_by_name: Mapping[str, torch.Tensor], title: str = "Predicted against true age",
+                      size: float = 3.6):
+    """One scatter panel per model: predicted age over true age, with the ideal diagonal (02, 06)."""
+    plt = _plt()
+    true_ages = torch.as_tensor(true_ages).detach().cpu().double()
+    fig, axes = plt.subplots(1, len(preds_by_name), figsize=(size * len(preds_by_name), size), squeeze=False,
+                             sharex=True, sharey=True)
+    low, high = float(true_ages.min()), float(true_ages.max())
+    for ax, (name, pred) in zip(axes.flat, preds_by_name.items()):
+        pred = torch.as_tensor(pred).detach().cpu().double()
+        ax.scatter(true_ages.numpy(), pred.numpy(), s=5, alpha=0.35)
+        ax.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
+        ax.set_xlabel("true age (years)")
+        ax.set_ylabel("predicted age (years)")
+        ax.set_title(f"{name} (MAE {float((pred - true_ages).abs().mean()):.2f})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_aspect("equal")
+    axes.flat[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_age_probabilities(probabilities, age_values, true_ages, images=None, ncols: int = 2,
+                           title: str = "What EVR outputs: a distribution over the age labels"):
+    """EVR's softmax over the labels for a few faces, with its expectation (eq. 1) and the true age (02).
+
+    probabilities: [k, n] (softmax of the age logits); age_values: [n]; true_ages: [k];
+    images: optional [k, 3, H, W], each drawn to the left of its distribution.
+    """
+    plt = _plt()
+    probabilities = torch.as_tensor(probabilities).detach().cpu().double()
+    values = torch.as_tensor(age_values).detach().cpu().double()
+    k = probabilities.shape[0]
+    ncols = max(1, min(ncols, k))
+    nrows = -(-k // ncols)
+    per_face = 2 if images is not None else 1
+    fig, axes = plt.subplots(nrows, ncols * per_face, figsize=(4.6 * ncols, 2.4 * nrows), squeeze=False,
+                             gridspec_kw={"width_ratios": ([1, 3.2] if images is not None else [1]) * ncols})
+    for i in range(nrows * ncols):
+        row, col = divmod(i, ncols)
+        ax = axes[row, col * per_face + per_face - 1]
+        if images is not None:
+            axes[row, col * per_face].axis("off")
+        if i >= k:
+            ax.axis("off")
+            continue
+        if images is not None:
+            axes[row, col * per_face].imshow(as_image(images[i]))
+        expected = float(probabilities[i] @ values)
+        ax.bar(values.numpy(), probabilities[i].numpy(), width=1.0, color="tab:blue", alpha=0.7)
+        ax.axvline(float(true_ages[i]), color="black", linewidth=1.2, label=f"true {int(true_ages[i])}")
+        ax.axvline(expected, color="tab:red", linestyle="--", linewidth=1.2, label=f"EVR {expected:.1f}")
+        ax.set_xlim(float(values.min()) - 1, float(values.max()) + 1)
+        ax.set_xlabel("age label (years)")
+        ax.set_ylabel("probability")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rapl_history(history: Sequence[Mapping], baseline: float | None = None, title: str = "RAPL training"):
+    """The three things to watch while RAPL trains (06_rapl_training).
+
+    Left: the loss parts of eq. 8 per epoch (unweighted means; position starts in epoch 2);
+    middle: training and validation MAE (and an optional baseline); right: the learning rate.
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4))
+    epochs = [row["epoch"] for row in history]
+    parts = (("loss", "total (eq. 8)", "black"), ("loss_age", "age L1 (eq. 2)", "tab:blue"),
+             ("loss_gender", "gender CE (eq. 3)", "tab:orange"), ("loss_position", "position CE (eq. 7)", "tab:green"))
+    for key, label, colour in parts:
+        rows = [row for row in history if key in row]
+        if rows:
+            axes[0].plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", markersize=3, label=label,
+                         color=colour)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("mean loss per face (log scale)")
+    axes[0].set_title("loss parts")
+    for key, label in (("train_mae", "training (augmented)"), ("val_mae", "validation")):
+        rows = [row for row in history if key in row]
+        axes[1].plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", markersize=3, label=label)
+    if baseline is not None:
+        axes[1].axhline(baseline, color="tab:red", linestyle="--", linewidth=1, label="predict the median")
+    axes[1].set_ylabel("MAE (years)")
+    axes[1].set_title("mean absolute error")
+    axes[2].plot(epochs, [row["lr"] for row in history], marker="o", markersize=3, color="tab:purple")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("learning rate (log scale)")
+    axes[2].set_title("learning rate (MultiStepLR)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confidence_scores(tolerances: Sequence[float], whole, draws, sample=None, paper: Mapping | None = None,
+                           n_faces: int = 10, ax=None, title: str = "Confidence score (eq. 12)"):
+    """Confidence score against the tolerance t: the whole test set, and random draws of a few faces (06).
+
+    whole: [T] scores on all test faces; draws: [D, T] scores of D random draws of ``n_faces``
+    faces (their 5-95 % range is shaded); sample: [T] one such draw, as the paper reports;
+    paper: {t: score} from RAPL's Table 5, for comparison.
+    """
+    fig, ax = _axes(ax, (7, 3.8))
+    t = torch.as_tensor(tolerances, dtype=torch.float64)
+    draws = torch.as_tensor(draws, dtype=torch.float64)
+    low, high = torch.quantile(draws, 0.05, dim=0), torch.quantile(draws, 0.95, dim=0)
+    ax.fill_between(t.numpy(), low.numpy(), high.numpy(), color="tab:blue", alpha=0.2,
+                    label=f"5-95 % of {len(draws)} draws of {n_faces} faces")
+    ax.plot(t.numpy(), torch.as_tensor(whole, dtype=torch.float64).numpy(), marker="o", color="tab:blue",
+            label="whole test set")
+    if sample is not None:
+        ax.plot(t.numpy(), torch.as_tensor(sample, dtype=torch.float64).numpy(), marker="s", linestyle=":",
+                color="tab:orange", label=f"one draw of {n_faces} faces")
+    if paper:
+        ax.scatter(list(paper), list(paper.values()), marker="*", s=90, color="tab:red", zorder=3,
+                   label="RAPL Table 5 (AgeDB, 10 faces)")
+    ax.set_xlabel("tolerance t (years)")
+    ax.set_ylabel("confidence score (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
