@@ -1,6 +1,13 @@
 """The ``agekit`` command line.
 
     agekit data synth --out DIR --n N --size S --seed K [--difficulty D] [--preview]
+    agekit train --method rapl --preset cpu --out runs/rapl [--variant EVR+RAPL+GP]
+                 [--config FILE] [--set key=value ...] [--epochs N] [--seed S]
+                 [--data MANIFEST] [--resume] [--device auto]
+    agekit eval --checkpoint runs/rapl/best.pt [--data MANIFEST] [--split test]
+    agekit predict --checkpoint runs/rapl/best.pt face1.jpg face2.png
+
+``torchrun --nproc_per_node N -m agekit train ...`` trains on N processes.
 
 Every error the user can cause (bad value, missing file) ends in one clear line on
 stderr and a non-zero exit status, never a traceback.
@@ -9,7 +16,11 @@ stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from agekit.course import add_course_command
 
 
 class UserError(Exception):
@@ -40,19 +51,174 @@ def _data_synth(args) -> int:
     return 0
 
 
+def _add_train_commands(subparsers) -> None:
+    from agekit.config import METHODS, PRESETS, VARIANTS
+
+    train = subparsers.add_parser("train", help="train RAPL or the Siamese baseline")
+    train.add_argument("--method", choices=METHODS, help="rapl (default) or siamese")
+    train.add_argument("--preset", choices=PRESETS + ("auto",),
+                       help="smoke | cpu | gpu; default auto: gpu when CUDA is there, else cpu")
+    train.add_argument("--variant", choices=VARIANTS, help="RAPL's Table 3 row (default EVR+RAPL+GP)")
+    train.add_argument("--config", help="a TOML file of settings (on top of the preset)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="change one setting, e.g. --set optim.lr=1e-4 (repeatable)")
+    train.add_argument("--epochs", type=int, help="number of epochs")
+    train.add_argument("--seed", type=int, help="seed of model init, shuffling and augmentation")
+    train.add_argument("--data", help="manifest of a prepared data set (default: synthetic faces)")
+    train.add_argument("--out", required=True, help="output folder: config.toml, last.pt, best.pt, metrics.json")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    train.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N | mps")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser("eval", help="metrics of a checkpoint on a split, as JSON")
+    evaluate.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a training run")
+    evaluate.add_argument("--data", help="manifest of a prepared data set (default: the checkpoint's data)")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(handler=_eval)
+
+    predict = subparsers.add_parser("predict", help="age (and gender) of face photos")
+    predict.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a training run")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per image")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(handler=_predict)
+
+
+def _train_config(args):
+    """The run's Config: preset, then --config, then --set, then the named options."""
+    from agekit.config import ConfigError, apply_overrides, config_from_dict, load_config, preset
+    from agekit.training.checkpoint import load_checkpoint
+
+    out = Path(args.out)
+    if args.resume and not (args.method or args.preset or args.config):
+        last = out / "last.pt"
+        if not last.is_file():
+            raise UserError(f"Nothing to resume in {out}: there is no last.pt.")
+        config = config_from_dict(load_checkpoint(last)["config"])
+    else:
+        file_values = {}
+        if args.config:
+            file_values = _read_toml(args.config)
+        method = args.method or file_values.get("method", "rapl")
+        name = args.preset or file_values.get("preset", "auto")
+        if name == "auto":
+            import torch
+
+            name = "gpu" if torch.cuda.is_available() else "cpu"
+        config = preset(name, method)
+        if file_values:
+            config = load_config(args.config, base=config)
+        config.method, config.preset = method, name
+    named = {"rapl.variant": args.variant, "train.epochs": args.epochs, "train.seed": args.seed,
+             "data.manifest": args.data, "train.device": args.device}
+    if args.variant and config.method != "rapl":
+        raise ConfigError("--variant chooses a RAPL row of Table 3; it does not apply to --method siamese.")
+    config = apply_overrides(config, args.overrides)
+    config = apply_overrides(config, {key: value for key, value in named.items() if value is not None})
+    return config.validate()
+
+
+def _read_toml(path) -> dict:
+    from agekit.config import ConfigError, tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+
+
+def _train(args) -> int:
+    from agekit.training import distributed
+    from agekit.training.trainer import train
+
+    config = _train_config(args)
+    out = Path(args.out)
+    if not args.resume and (out / "last.pt").exists():
+        raise UserError(f"{out} already holds a training run (last.pt); add --resume to continue it, or pick another --out.")
+    try:
+        result = train(config, out_dir=out, progress=not args.no_progress, resume=args.resume, verbose=True)
+    finally:
+        distributed.shutdown()
+    if distributed.from_environment().is_main:
+        if result.test_metrics is None:
+            print(f"stopped after epoch {len(result.history)} of {config.train.epochs}; continue with --resume")
+        else:
+            print(json.dumps({"test": result.test_metrics, "best_epoch": result.best_epoch, "out": str(out)}))
+    return 0
+
+
+def _eval(args) -> int:
+    from agekit.training.trainer import load_data, load_trained, predict, prediction_metrics
+
+    result = load_trained(args.checkpoint, device=args.device)
+    config = result.config
+    if args.data:
+        config.data.manifest = args.data
+    data = load_data(config)
+    dataset = data.split(args.split)
+    metrics = prediction_metrics(predict(result, dataset), dataset)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "faces": len(dataset), **metrics}))
+    return 0
+
+
+def _predict(args) -> int:
+    import torch
+    from PIL import UnidentifiedImageError
+
+    from agekit.data.dataset import FaceDataset
+    from agekit.data.prepare import load_face
+    from agekit.training.trainer import load_trained, predict
+
+    result = load_trained(args.checkpoint, device=args.device)
+    if result.config.method == "siamese" and result.gallery is None:
+        raise UserError(f"{args.checkpoint} carries no kNN gallery, so the Siamese model cannot estimate ages.")
+    size = result.config.data.image_size
+    images = []
+    for path in args.images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Image {path!r} does not exist.")
+        try:
+            images.append(torch.from_numpy(load_face(path, size).copy()))
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"Cannot read {path} as an image: {error}") from None
+    dataset = FaceDataset(torch.stack(images), torch.zeros(len(images), dtype=torch.int64))
+    predictions = predict(result, dataset)
+    for i, path in enumerate(args.images):
+        row = {"image": path, "age": round(float(predictions["age"][i]), 2)}
+        if "gender" in predictions:
+            row["gender"] = "female" if int(predictions["gender"][i]) == 1 else "male"
+        if "female_prob" in predictions:
+            row["female_prob"] = round(float(predictions["female_prob"][i]), 3)
+        if args.json:
+            print(json.dumps(row))
+        else:
+            gender = f", {row['gender']}" if "gender" in row else ""
+            print(f"{path}: age {row['age']:.1f}{gender}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agekit", description="Face-based age estimation: RAPL and a Siamese baseline.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(subparsers)
+    _add_train_commands(subparsers)
+    add_course_command(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agekit.training.trainer import TrainingDiverged
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError) as error:
+    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, TrainingDiverged) as error:
         print(f"agekit: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
