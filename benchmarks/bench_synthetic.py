@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_record:
         given = [a if " " not in a else repr(a) for a in (sys.argv[1:] if argv is None else argv)]
+        if args.note:   # the note is printed below the command, not inside it
+            given = [a if a != repr(args.note) and a != args.note else "NOTE" for a in given]
         command = " ".join(["python benchmarks/bench_synthetic.py", *given])
         text = "\n".join([
             "# Synthetic aging faces: drawing speed",

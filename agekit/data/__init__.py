@@ -14,8 +14,8 @@ from agekit.data.store import ImageStore
 
 def __getattr__(name):
     # the synthetic generator is imported on first use; it is the largest module
-    if name in {"make_synthetic_faces", "render_face", "SyntheticFaces", "save_synthetic_faces",
-                "load_synthetic_faces", "preview_grid", "write_synthetic_dataset"}:
+    if name in {"make_synthetic_faces", "render_face", "render_faces", "SyntheticFaces", "save_synthetic_faces",
+                "load_synthetic_faces", "preview_grid", "face_grid", "age_prior", "write_synthetic_dataset"}:
         from agekit.data import synthetic
 
         return getattr(synthetic, name)
@@ -25,5 +25,6 @@ def __getattr__(name):
 __all__ = [
     "AgeLabels", "Batch", "BatchAugment", "FORMATS", "FaceDataset", "ImageStore", "PreparedData",
     "SPLIT_NAMES", "find_leakage", "identity_split", "load_prepared", "make_synthetic_faces",
-    "normalize", "prepare", "random_split", "render_face", "split_indices", "to_float",
+    "normalize", "prepare", "random_split", "render_face", "render_faces", "face_grid", "age_prior",
+    "SyntheticFaces", "split_indices", "to_float",
 ]
