@@ -7,7 +7,7 @@ from agekit.data.augment import BatchAugment
 from agekit.data.dataset import Batch, FaceDataset, normalize, to_float
 from agekit.data.formats import FORMATS
 from agekit.data.labels import AgeLabels
-from agekit.data.prepare import PreparedData, load_prepared, prepare
+from agekit.data.prepare import PreparedData, load_prepared
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split, random_split, split_indices
 from agekit.data.store import ImageStore
 
@@ -25,6 +25,6 @@ def __getattr__(name):
 __all__ = [
     "AgeLabels", "Batch", "BatchAugment", "FORMATS", "FaceDataset", "ImageStore", "PreparedData",
     "SPLIT_NAMES", "find_leakage", "identity_split", "load_prepared", "make_synthetic_faces",
-    "normalize", "prepare", "random_split", "render_face", "render_faces", "face_grid", "age_prior",
+    "normalize", "random_split", "render_face", "render_faces", "face_grid", "age_prior",
     "SyntheticFaces", "split_indices", "to_float",
 ]
