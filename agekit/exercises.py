@@ -156,3 +156,301 @@ def check_knn_predict(student: Callable, trials: int = 3) -> None:
             hint="L1 distances to every gallery row, the k smallest, then the mean of their ages.",
         )
     _passed("your kNN age estimate")
+
+
+def check_share_in_range(student: Callable, trials: int = 5) -> None:
+    """Exercise (00): ``student(ages [N], low, high) -> percent`` of ages with low <= age <= high."""
+    for trial in range(trials):
+        g = _generator(trial)
+        ages = torch.randint(0, 91, (200,), generator=g)
+        low = int(torch.randint(0, 60, (1,), generator=g))
+        high = low + int(torch.randint(1, 30, (1,), generator=g))
+        ages[:4], ages[4:8] = low, high  # on the edges of the range: these count
+        expected = ((ages >= low) & (ages <= high)).to(torch.float64).mean() * 100.0  # the key, written once here
+        _close(
+            "share", float(student(ages, low, high)), float(expected),
+            hint="Count ages with low <= age <= high (both ends included), divide by the number of ages, times 100.",
+        )
+    _passed("your share of ages in a range")
+
+
+def check_to_positions(student: Callable, trials: int = 5) -> None:
+    """Exercise (01): ``student(ages [m], label_values [n]) -> positions int64 [m]`` (RAPL Fig. 2)."""
+    from agekit.data import AgeLabels
+
+    for trial in range(trials):
+        g = _generator(trial)
+        n = 10 + 5 * trial
+        values = torch.sort(torch.randperm(90, generator=g)[:n] + 1).values  # sorted, with missing ages
+        ages = values[torch.randint(0, n, (30,), generator=g)]
+        ages[0], ages[1] = values[0], values[-1]
+        got = torch.as_tensor(student(ages, values))
+        if got.is_floating_point():
+            raise AssertionError(f"positions must be whole numbers (int64 indices), got {got.dtype}.")
+        _close(
+            "positions", got, AgeLabels(values).to_positions(ages),
+            hint="A position is the index of the age in the sorted label list, not age - youngest age: "
+                 "labels skip the ages missing from training (Fig. 2).",
+        )
+    _passed("your ages -> positions")
+
+
+def check_leaked_identities(student: Callable, trials: int = 5) -> None:
+    """Exercise (01): ``student(identities [N], split_codes [N]) -> int``, people found in more than one split."""
+    from agekit.data import find_leakage
+
+    for trial in range(trials):
+        g = _generator(trial)
+        n_people = 20 + 10 * trial
+        identities = torch.randint(0, n_people, (5 * n_people,), generator=g)
+        codes = torch.randint(0, 3, (n_people,), generator=g)[identities]  # a clean split by person ...
+        moved = torch.rand(len(identities), generator=g) < 0.1
+        codes[moved] = torch.randint(0, 3, (int(moved.sum()),), generator=g)  # ... with some photos moved
+        _close(
+            "leaked identities", float(student(identities, codes)), float(len(find_leakage(identities, codes))),
+            hint="Count people (not photos) whose photos fall in two or three splits; "
+                 "a person in val and test leaks too.",
+        )
+    _passed("your leakage count")
+
+
+def check_conv_output_size(student: Callable) -> None:
+    """Exercise (03): ``student(size, kernel, stride, padding) -> int``, the side of a square convolution's output.
+
+    Compared with the shape torch's own ``conv2d`` returns, over cases that need the rounding down.
+    """
+    import torch.nn.functional as F
+
+    cases = [(112, 3, 1, 1), (112, 3, 2, 1), (56, 1, 2, 0), (7, 3, 2, 1), (31, 3, 2, 1), (32, 5, 1, 2),
+             (15, 5, 3, 0), (14, 3, 2, 0), (9, 1, 1, 0), (28, 7, 2, 3)]
+    for size, kernel, stride, padding in cases:
+        expected = F.conv2d(torch.zeros(1, 1, size, size), torch.zeros(1, 1, kernel, kernel),
+                            stride=stride, padding=padding).shape[-1]
+        got = student(size, kernel, stride, padding)
+        got = got.item() if isinstance(got, torch.Tensor) else got
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or got != expected:
+            raise AssertionError(
+                f"size={size}, kernel={kernel}, stride={stride}, padding={padding}: expected {expected}, got {got!r}. "
+                "Pad both sides (2 * padding), count the kernel positions that fit, and round down: "
+                "(size + 2 * padding - kernel) // stride + 1."
+            )
+    print(f"Correct: your output sizes match torch's conv2d in all {len(cases)} cases.")
+
+
+def check_bottleneck_parameters(student: Callable) -> None:
+    """Exercise (03): ``student(in_channels, depth) -> int``, the learnable parameters of one bottleneck_IR unit.
+
+    Compared with ``agekit.models.ir.BottleneckIR(in_channels, depth, stride=2)``.
+    """
+    from agekit.models.ir import BottleneckIR
+
+    for in_channels, depth in [(64, 64), (64, 128), (128, 256), (256, 256), (3, 8), (16, 32), (32, 32)]:
+        unit = BottleneckIR(in_channels, depth, stride=2)
+        expected = sum(parameter.numel() for parameter in unit.parameters())
+        got = student(in_channels, depth)
+        got = got.item() if isinstance(got, torch.Tensor) else got
+        if got != expected:
+            raise AssertionError(
+                f"in_channels={in_channels}, depth={depth}: expected {expected:,} parameters, got {got!r}. "
+                "Count BatchNorm as 2 per channel (weight and bias; running statistics are not learnt), "
+                "PReLU as 1 per channel, the 3x3 convolutions without bias, and a 1x1 convolution plus "
+                "BatchNorm on the shortcut only when the width changes."
+            )
+    print("Correct: your parameter count matches agekit's BottleneckIR for every width.")
+
+
+def check_confidence_score(student: Callable, trials: int = 5) -> None:
+    """Exercise (06): ``student(est_ages [N], position_ages [N], tolerance) -> percent`` (RAPL eq. 12)."""
+    from agekit.metrics import confidence_score
+
+    for trial in range(trials):
+        g = _generator(trial)
+        n, tolerance = 10 + 17 * trial, [1, 2, 3, 5, 10][trial % 5]
+        position_ages = torch.randint(1, 91, (n,), generator=g)
+        est_ages = position_ages.float() + torch.randn(n, generator=g) * 2 * tolerance
+        est_ages[:3] = position_ages[:3].float() + tolerance  # exactly on the tolerance, above: these count
+        est_ages[3:6] = position_ages[3:6].float() - tolerance  # ... and below
+        _close(
+            "confidence score", float(student(est_ages, position_ages, tolerance)),
+            confidence_score(est_ages, position_ages, tolerance),
+            hint="Count the faces whose two estimates differ by at most t years in either direction "
+                 "(|a - a_p| <= t), divide by the number of faces (not always 10), times 100.",
+        )
+    _passed("your confidence score")
+
+
+def check_joint_loss(student: Callable, trials: int = 5) -> None:
+    """Exercise (06): ``student(age, gender, position, lam, mu) -> scalar`` (RAPL eq. 8).
+
+    ``gender`` or ``position`` may be None (no gender head; the position branch in epoch 1):
+    such a term contributes nothing.
+    """
+    from agekit.losses import joint_loss
+
+    for trial in range(trials):
+        g = _generator(trial)
+        age, gender, position = torch.rand(3, generator=g) * torch.tensor([10.0, 1.0, 5.0])
+        lam, mu = (float(v) for v in torch.rand(2, generator=g) * 2)
+        for terms in ((gender, position), (None, position), (gender, None), (None, None)):
+            try:
+                got = student(age, *terms, lam, mu)
+            except TypeError as error:
+                missing = " and ".join(name for name, t in zip(("gender", "position"), terms) if t is None) or "no term"
+                raise AssertionError(
+                    f"Your function failed when {missing} is None: {error}. A term that is None "
+                    "(no gender head, or epoch 1 without references) contributes nothing."
+                ) from None
+            _close(
+                f"L_total (lam={lam:.3f}, mu={mu:.3f}, gender {'None' if terms[0] is None else 'given'}, "
+                f"position {'None' if terms[1] is None else 'given'})",
+                float(got), float(joint_loss(age, *terms, lam=lam, mu=mu)),
+                hint="L_total = L_age + lam * L_gender + mu * L_position: lam weighs gender, mu weighs "
+                     "position, nothing is averaged, and a None term is left out.",
+            )
+    _passed("your joint loss")
+
+
+def check_pca(student: Callable, trials: int = 4) -> None:
+    """Exercise (08): ``student(x [n, d], n_components) -> projection [n, n_components]`` (PCA).
+
+    Compared with scikit-learn's ``PCA(n_components).fit_transform(x)``. The sign of a
+    principal direction is arbitrary, so each column may come out flipped.
+    """
+    from sklearn.decomposition import PCA
+
+    for trial in range(trials):
+        g = _generator(trial)
+        n, d, k = 40 + 10 * trial, 5 + trial, 2 + trial % 2
+        rotation = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+        spread = torch.linspace(4.0, 0.5, d, dtype=torch.float64)  # distinct variances: one answer up to sign
+        offset = 5.0 + torch.randn(d, generator=g, dtype=torch.float64)  # far from the origin
+        x = (torch.randn(n, d, generator=g, dtype=torch.float64) * spread) @ rotation.T + offset
+        expected = torch.as_tensor(PCA(n_components=k, svd_solver="full").fit_transform(x.numpy()))
+        got = torch.as_tensor(student(x.clone(), k)).detach().cpu().double()
+        if got.shape != expected.shape:
+            raise AssertionError(
+                f"projection: expected shape {tuple(expected.shape)} (one row per point, one column per "
+                f"component), got {tuple(got.shape)}. Multiply the centred data by the first "
+                f"{k} right singular vectors: x_c @ Vh[:{k}].T."
+            )
+        signs = torch.where((got * expected).sum(0) < 0, -1.0, 1.0).to(torch.float64)
+        _close(
+            "projection", got * signs, expected, atol=1e-4,
+            hint="Centre each column first (subtract the mean), take torch.linalg.svd(x_c, full_matrices=False), "
+                 "and project onto the rows of Vh with the largest singular values: x_c @ Vh[:k].T (= U[:, :k] * S[:k]).",
+        )
+    print("Correct: your PCA matches scikit-learn's projection (up to the sign of each component).")
+
+
+def _seed_scores(g: torch.Generator, n: int) -> tuple[list[float], list[float]]:
+    """Two methods' test MAEs over ``n`` seeds that share a large per-seed effect (data split, init)."""
+    shared = torch.randn(n, generator=g, dtype=torch.float64) * 0.8  # what one seed does to every method
+    a = 6.0 + shared + torch.randn(n, generator=g, dtype=torch.float64) * 0.1
+    b = 5.7 + shared + torch.randn(n, generator=g, dtype=torch.float64) * 0.1
+    return a.tolist(), b.tolist()
+
+
+def _pair_of_floats(name: str, got) -> tuple[float, float]:
+    try:
+        first, second = (float(v) for v in got)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{name}: return two numbers (mean, std) as a tuple, got {got!r}.") from None
+    return first, second
+
+
+def check_mean_std(student: Callable, trials: int = 5) -> None:
+    """Exercise (09): ``student(values) -> (mean, std)`` of one method's scores over seeds (a list of floats).
+
+    std is the sample standard deviation (divide by n - 1), compared with Python's
+    ``statistics.mean`` and ``statistics.stdev``.
+    """
+    import statistics
+
+    for trial in range(trials):
+        values, _ = _seed_scores(_generator(trial), 2 + trial)
+        mean, std = _pair_of_floats("mean_std", student(list(values)))
+        _close("mean", mean, statistics.mean(values), hint="The mean is the sum divided by the number of seeds.")
+        _close(
+            "std", std, statistics.stdev(values),
+            hint="Use the sample standard deviation: divide the squared deviations by n - 1, not n "
+                 "(numpy's np.std needs ddof=1; torch's Tensor.std already divides by n - 1).",
+        )
+    print("Correct: your mean and sample standard deviation match Python's statistics module.")
+
+
+def check_paired_difference(student: Callable, trials: int = 5) -> None:
+    """Exercise (09): ``student(a, b) -> (mean, std)`` of the per-seed differences ``a[i] - b[i]``.
+
+    a and b are two methods' scores over the same seeds (lists of floats); compared with
+    ``statistics.mean`` and ``statistics.stdev`` of the differences.
+    """
+    import statistics
+
+    for trial in range(trials):
+        a, b = _seed_scores(_generator(100 + trial), 3 + trial)
+        differences = [x - y for x, y in zip(a, b)]
+        mean, std = _pair_of_floats("paired_difference", student(list(a), list(b)))
+        _close("mean difference", mean, statistics.mean(differences),
+               hint="Subtract per seed, a[i] - b[i] (in that order), then average.")
+        _close(
+            "std of the differences", std, statistics.stdev(differences),
+            hint="Pair the seeds: take the sample std (n - 1) of the per-seed differences a[i] - b[i], not a "
+                 "combination of the two methods' own stds; the shared seed effect cancels in the differences.",
+        )
+    print("Correct: your paired differences match Python's statistics module.")
+
+
+_AGEDB_CASES = [  # (image id, name, age, gender letter) in AgeDB's layout {image_id}_{Name}_{age}_{m|f}.jpg
+    (0, "MariaCallas", 35, "f"), (17, "AlbertEinstein", 72, "m"), (2048, "José Martí", 40, "m"),
+    (311, "Anne_Marie Duval", 28, "f"), (9, "Zoë Saldaña", 3, "f"), (45, "Søren_Kierkegaard_Jr", 101, "m"),
+    (6006, "50Cent", 38, "m"), (12, "Nguyễn Thị Minh Khai", 29, "f"), (77, "Louis_XIV", 1, "m"),
+    (1, "O'Brien-Smith", 55, "f"), (16487, "Björk Guðmundsdóttir", 47, "f"), (300, "A", 60, "m"),
+]
+_AGEDB_MALFORMED = [  # names the format does not fit: no image id, no gender, a word for the age, no name, ...
+    "MariaCallas_35_f.jpg", "7_Bob_35_x.jpg", "8_Bob_old_m.jpg", "9__35_m.jpg", "10_Bob_35.jpg",
+    "Portrait of Bob.jpg", "11_Bob_35_male.jpg",
+]
+
+
+def check_parse_agedb(student: Callable) -> None:
+    """Exercise (10): ``student(file_name) -> (image_id, name, age, gender)``, or None when the name does not fit.
+
+    file_name: an AgeDB file name ``{image_id}_{Name}_{age}_{m|f}.jpg``; gender 0 male,
+    1 female (the paper's order). Compared with ``agekit.data.formats.parse_agedb``,
+    which is run on empty files of these names, and with the image ids they were made from.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from agekit.data.formats import parse_agedb
+
+    names = [f"{i}_{name}_{age}_{g}.jpg" for i, name, age, g in _AGEDB_CASES] + _AGEDB_MALFORMED
+    ids = [case[0] for case in _AGEDB_CASES] + [None] * len(_AGEDB_MALFORMED)
+    with tempfile.TemporaryDirectory() as root:
+        for k, name in enumerate(names):  # one folder per file: found by its folder whatever the OS does to names
+            (Path(root) / f"{k:03d}").mkdir()
+            (Path(root) / f"{k:03d}" / name).touch()
+        parsed = {int(r.path.split("/")[0]): r for r in parse_agedb(Path(root)).records}
+    for k, (name, image_id) in enumerate(zip(names, ids)):
+        got = student(name)
+        if k not in parsed:
+            if got is not None:
+                raise AssertionError(f"{name!r} does not fit the layout (agekit skips it), but you returned {got!r}; "
+                                     "return None for it.")
+            continue
+        r = parsed[k]
+        expected = (image_id, r.identity, r.age, r.gender)
+        if got is None:
+            raise AssertionError(f"{name!r}: expected {expected}, got None. Names may hold spaces, underscores, "
+                                 "digits and accents.")
+        try:
+            got = (int(got[0]), got[1], int(got[2]), int(got[3]))
+        except (TypeError, ValueError, IndexError):
+            raise AssertionError(f"{name!r}: return (image_id, name, age, gender), got {got!r}.") from None
+        if got != expected:
+            raise AssertionError(
+                f"{name!r}: expected {expected}, got {got}. Remove the extension, take the image id from the left "
+                "and the age and the gender letter from the right; the name is everything in between, "
+                "underscores included. Gender: m -> 0, f -> 1."
+            )
+    print(f"Correct: your parser agrees with agekit on all {len(names)} file names.")

@@ -371,7 +371,7 @@ def plot_age_probabilities(probabilities, age_values, true_ages, images=None, nc
         ax.set_xlim(float(values.min()) - 1, float(values.max()) + 1)
         ax.set_xlabel("age label (years)")
         ax.set_ylabel("probability")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -386,7 +386,7 @@ def plot_rapl_history(history: Sequence[Mapping], baseline: float | None = None,
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9))
     epochs = [row["epoch"] for row in history]
     parts = (("loss", "total (eq. 8)", "black"), ("loss_age", "age L1 (eq. 2)", "tab:blue"),
              ("loss_gender", "gender CE (eq. 3)", "tab:orange"), ("loss_position", "position CE (eq. 7)", "tab:green"))
@@ -413,8 +413,8 @@ def plot_rapl_history(history: Sequence[Mapping], baseline: float | None = None,
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
+    for ax in axes[:2]:  # below the panels, where no curve can hide behind them
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -448,4 +448,85 @@ def plot_confidence_scores(tolerances: Sequence[float], whole, draws, sample=Non
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_paired_differences(differences: Mapping[str, Sequence[float]], ax=None,
+                            xlabel: str = "difference in test MAE (years)",
+                            title: str = "Paired differences over seeds"):
+    """One row per comparison: each seed's difference as a dot, their mean as a bar, zero as a line (09_ablations).
+
+    differences: {"A - B": [d_seed0, d_seed1, ...]}, d = score of A minus score of B on the
+    same seed. The bar spans mean +/- one sample standard deviation (none for one seed);
+    a difference is only worth reading when the dots sit on one side of zero.
+    """
+    fig, ax = _axes(ax, (7.5, 0.45 * len(differences) + 1.4))
+    names = list(differences)
+    for row, name in enumerate(names):
+        values = torch.tensor(differences[name], dtype=torch.float64)
+        mean = float(values.mean())
+        std = float(values.std()) if len(values) > 1 else 0.0
+        ax.errorbar(mean, row, xerr=std, fmt="|", markersize=14, color="tab:blue", capsize=4,
+                    label="mean ± std" if row == 0 else None)
+        ax.scatter(values.numpy(), [row] * len(values), s=22, color="tab:orange", zorder=3,
+                   label="one seed" if row == 0 else None)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_age_embedding_3d(points, ages, ax=None, title: str = "Embedding and age", cmap: str = "viridis"):
+    """A 2-D embedding [n, 2] lifted by age onto a vertical axis, as in Jeong et al.'s Fig. 10 (07).
+
+    ``ax`` must be a 3-D axes (``fig.add_subplot(..., projection="3d")``); without one a figure is made.
+    """
+    if ax is None:
+        fig = _plt().figure(figsize=(5.5, 4.5))
+        ax = fig.add_subplot(projection="3d")
+    elif getattr(ax, "name", "") != "3d":
+        raise ValueError("ax must be a 3-D axes: create it with fig.add_subplot(..., projection='3d').")
+    points = torch.as_tensor(points).detach().cpu().float()
+    if points.dim() != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be a 2-D embedding [n, 2], got shape {tuple(points.shape)}.")
+    ages = torch.as_tensor(ages).detach().cpu().float()
+    ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), ages.numpy(), c=ages.numpy(), cmap=cmap, s=10)
+    ax.set_xlabel("embedding dim 1")
+    ax.set_ylabel("embedding dim 2")
+    ax.set_zlabel("true age (years)")
+    ax.set_title(title)
+    return ax.figure
+
+
+def plot_embedding_groups(points, groups, names: Mapping[int, str] | None = None, ax=None,
+                          title: str = "Embedding", xlabel: str = "component 1", ylabel: str = "component 2"):
+    """A 2-D scatter with one colour and a legend entry per category, e.g. gender 0/1 (08_embeddings).
+
+    points: [n, 2]; groups: int [n]; names: {value: label} (default: male / female for 0 / 1);
+    values without a name (e.g. -1, unknown) are drawn in grey.
+    """
+    fig, ax = _axes(ax, (5, 4.2))
+    names = {0: "male", 1: "female"} if names is None else dict(names)
+    points = torch.as_tensor(points).detach().cpu().float()
+    groups = torch.as_tensor(groups).detach().cpu()
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    unnamed = torch.ones(len(groups), dtype=torch.bool)
+    for number, (value, label) in enumerate(names.items()):
+        chosen = groups == value
+        unnamed &= ~chosen
+        ax.scatter(points[chosen, 0].numpy(), points[chosen, 1].numpy(), s=8, alpha=0.6,
+                   color=colours[number % len(colours)], label=f"{label} ({int(chosen.sum())})")
+    if bool(unnamed.any()):
+        ax.scatter(points[unnamed, 0].numpy(), points[unnamed, 1].numpy(), s=8, alpha=0.4, color="tab:gray",
+                   label=f"other ({int(unnamed.sum())})")
+    ax.legend(fontsize=8, markerscale=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     return fig
