@@ -157,6 +157,7 @@ def plot_comparison(results: Mapping[str, Sequence[float]], ylabel: str = "test 
         ax.legend()
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_xlabel("method")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
