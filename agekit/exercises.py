@@ -337,7 +337,8 @@ def check_pca(student: Callable, trials: int = 4) -> None:
         _close(
             "projection", got * signs, expected, atol=1e-4,
             hint="Centre each column first (subtract the mean), take torch.linalg.svd(x_c, full_matrices=False), "
-                 "and project onto the rows of Vh with the largest singular values: x_c @ Vh[:k].T (= U[:, :k] * S[:k]).",
+                 "and project onto the rows of Vh with the largest singular values: "
+                 "x_c @ Vh[:k].T (= U[:, :k] * S[:k]).",
         )
     print("Correct: your PCA matches scikit-learn's projection (up to the sign of each component).")
 
