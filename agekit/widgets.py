@@ -45,11 +45,17 @@ def face_explorer(image_size: int = 128, difficulty: str = "easy", age: int = 30
 
     from agekit.data.synthetic import render_face
 
-    age_slider = widgets.IntSlider(value=age, min=1, max=max_age, description="age", continuous_update=False)
-    gender = widgets.ToggleButtons(options=[("male", 0), ("female", 1)], value=0, description="gender")
-    person = widgets.IntSlider(value=0, min=0, max=50, description="person", continuous_update=False)
+    style = {"description_width": "56px"}  # the three labels line up
+    wide = widgets.Layout(width="340px")
+    age_slider = widgets.IntSlider(value=age, min=1, max=max_age, description="age", continuous_update=False,
+                                   style=style, layout=wide)
+    gender = widgets.ToggleButtons(options=[("male", 0), ("female", 1)], value=0, style={"button_width": "100px"})
+    # ToggleButtons would put its description on a line of its own; a label of the sliders' width keeps one column.
+    gender_label = widgets.HTML("<div style='width:56px;text-align:right;padding-right:8px'>gender</div>")
+    person = widgets.IntSlider(value=0, min=0, max=50, description="person", continuous_update=False,
+                               style=style, layout=wide)
     picture = widgets.Image(format="png", width=256, height=256)
-    caption = widgets.Label()
+    caption = widgets.Label(layout=widgets.Layout(margin="8px 0 0 60px"))
 
     def redraw(_=None):
         face = render_face(age_slider.value, gender.value, identity=person.value, image_size=image_size,
@@ -60,7 +66,8 @@ def face_explorer(image_size: int = 128, difficulty: str = "easy", age: int = 30
     for control in (age_slider, gender, person):
         control.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox([age_slider, person]), gender, picture, caption])
+    controls = widgets.VBox([age_slider, widgets.HBox([gender_label, gender]), person, caption], layout=widgets.Layout(margin="0 0 0 16px"))
+    box = widgets.HBox([picture, controls], layout=widgets.Layout(align_items="center"))
     box.add_class("agekit-face-explorer")
     return box
 

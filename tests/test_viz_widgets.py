@@ -41,8 +41,9 @@ def test_plots_are_labelled(make):
 
 def test_face_explorer_redraws_the_same_person_older():
     box = widgets.face_explorer(image_size=48)
-    age_slider = box.children[0].children[0]
-    picture = box.children[2]
+    picture, controls = box.children
+    age_slider = controls.children[0]
+    assert age_slider.description == "age"
     young = bytes(picture.value)
     age_slider.value = 80
     old = bytes(picture.value)
