@@ -1,5 +1,6 @@
 """The training loop at the smoke preset: determinism, exact resume, hooks, prediction."""
 
+import copy
 import json
 import math
 
@@ -8,9 +9,9 @@ import torch
 
 from agekit.config import apply_overrides, preset
 from agekit.data import BatchAugment, FaceDataset
-from agekit.training import load_trained, predict, train
+from agekit.training import CheckpointError, load_trained, predict, train
 from agekit.training.methods import RAPLMethod, adapt_to_data
-from agekit.training.trainer import load_data, prepare_images
+from agekit.training.trainer import data_fingerprint, load_data, prepare_images
 
 SMOKE = preset("smoke", "rapl")
 
@@ -67,6 +68,17 @@ def test_resume_refuses_other_settings(rapl_run):
     _, out, _ = rapl_run
     with pytest.raises(ValueError, match="optim.lr"):
         train(apply_overrides(SMOKE, ["optim.lr=0.5"]), out_dir=out, progress=False, resume=True)
+
+
+def test_resume_refuses_other_data(rapl_run):
+    _, out, _ = rapl_run
+    data = load_data(SMOKE)
+    assert data_fingerprint(data) == data_fingerprint(load_data(SMOKE))  # the same faces, the same fingerprint
+    changed = copy.deepcopy(data)
+    changed.test.images[len(changed.test) - 1] += 1  # one pixel-level change in the last test face
+    assert data_fingerprint(changed) != data_fingerprint(data)
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        train(SMOKE, data=changed, out_dir=out, progress=False, resume=True)
 
 
 def test_history_and_the_rapl_schedule(rapl_run):

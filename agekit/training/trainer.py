@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import math
 import queue
@@ -121,6 +122,25 @@ def load_data(config: Config) -> DataSplits:
         sets = {name: dataset.subset(index) for name, index in split_indices(codes).items()}
         description = f"{d.n} synthetic faces ({d.difficulty}, seed {d.seed}) at {d.image_size} px"
     return as_splits(sets, description)
+
+
+def data_fingerprint(data: DataSplits, images_per_split: int = 32) -> str:
+    """A short hash of the splits: their sizes, every age and gender, and evenly spaced images.
+
+    Checkpoints keep it, so a run cached in ``runs/`` is never continued on data that
+    has changed since (a new version of the synthetic generator, another folder). It
+    reads a few images per split, not all, so it stays instant on large data sets.
+    """
+    digest = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        dataset = data.split(name)
+        digest.update(f"{name}:{len(dataset)};".encode())
+        for labels in (dataset.ages, dataset.genders):
+            if labels is not None:
+                digest.update(torch.as_tensor(labels).cpu().numpy().tobytes())
+        index = torch.linspace(0, len(dataset) - 1, min(images_per_split, len(dataset))).round().long()
+        digest.update(torch.as_tensor(dataset.images[index]).cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def as_splits(data, description: str = "") -> DataSplits:
@@ -365,6 +385,7 @@ class Trainer:
                 f"The training split has {len(self.data.train)} faces, fewer than train.batch_size={t.batch_size}; "
                 "use more data or a smaller batch."
             )
+        self.fingerprint = data_fingerprint(self.data)
         self.config, self.notes = adapt_to_data(config, self.data.has_gender)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -430,6 +451,7 @@ class Trainer:
             "method": self.config.method,
             "config": config_to_dict(self.config),
             "age_labels": self.data.age_labels.values.clone(),
+            "data_fingerprint": self.fingerprint,
             "has_gender": self.data.has_gender,
             "epoch": self.epoch,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -453,6 +475,12 @@ class Trainer:
             raise FileNotFoundError(f"Nothing to resume in {self.out_dir}: there is no last.pt.")
         state = load_checkpoint(path)
         check_compatible(state, self.config, self.data.age_labels, path)
+        saved = state.get("data_fingerprint")  # absent in checkpoints written before it was recorded
+        if saved is not None and saved != self.fingerprint:
+            raise CheckpointError(
+                f"{path} was trained on other data (fingerprint {saved}, these data {self.fingerprint}): the data "
+                "set or the synthetic generator changed since. Train into a new folder, or delete this one."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         load_scheduler_state(self.scheduler, state["scheduler"])
