@@ -267,6 +267,9 @@ def run_course(
                 papermill.execute_notebook(
                     str(path), str(target), parameters=given, kernel_name=kernel_name,
                     cwd=str(path.parent), progress_bar=False, log_output=False,
+                    # the kernel's own start-up warnings (e.g. about its local TCP transport) would
+                    # interleave with the per-lesson progress; its errors still show
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                 )
             except papermill.PapermillExecutionError as failure:
                 error = f"cell {failure.exec_count}: {failure.ename}: {failure.evalue}"
