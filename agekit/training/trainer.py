@@ -33,6 +33,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import queue
 import random
 import threading
@@ -502,7 +503,7 @@ class Trainer:
         if self.best_state is None and self.best["epoch"]:
             self.log(f"best.pt does not hold epoch {self.best['epoch']}; the best model is chosen among the next epochs.")
             self.best = {"epoch": 0, "val_mae": math.inf}
-        self.log(f"Resumed from {path} after epoch {self.epoch}.")
+        self.log(f"Resumed from {_shown(path)} after epoch {self.epoch}.")
 
     # ------------------------------------------------------------------ one epoch
 
@@ -686,6 +687,15 @@ class Trainer:
             "notes": self.notes,
         }
         write_text_atomic(self.out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+
+
+def _shown(path: Path) -> str:
+    """A path for messages: relative (``../runs/...`` from a notebook) when it lies under the working
+    folder or its parent, so that logs and committed notebooks hold no absolute paths; else as given."""
+    path, here = Path(path).resolve(), Path.cwd().resolve()
+    if path.is_relative_to(here) or path.is_relative_to(here.parent):
+        return os.path.relpath(path, here)
+    return str(path)
 
 
 def check_compatible(state: dict, config: Config, age_labels: AgeLabels, path) -> None:
