@@ -37,7 +37,9 @@ def show_faces(images, titles: Sequence[str] | None = None, ncols: int = 8, size
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    caption = 0.1 + 0.22 * lines  # inches per row for the captions, so multi-line ones clear the next row
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + caption)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -68,8 +70,9 @@ def plot_age_distribution(ages, genders=None, ax=None, title: str = "Age distrib
     return fig
 
 
-def plot_history(history: Sequence[Mapping], keys: Sequence[str] = ("train_loss", "val_mae"), title: str = "Training"):
-    """One panel per key of a trainer's per-epoch history (06_rapl_training)."""
+def plot_history(history: Sequence[Mapping], keys: Sequence[str] = ("loss", "val_mae"), title: str = "Training"):
+    """One panel per key of a trainer's per-epoch history (keys as the trainer records them: "loss",
+    "loss_age", "train_mae", "val_mae", "val_cs5", "lr", ...). Keys no epoch has are left out."""
     plt = _plt()
     keys = [k for k in keys if any(k in row for row in history)]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.2), squeeze=False)

@@ -26,8 +26,8 @@ def _labelled(fig):
     "make",
     [
         lambda: viz.plot_age_distribution(torch.randint(1, 90, (200,)), torch.randint(0, 2, (200,))),
-        lambda: viz.plot_history([{"epoch": 1, "train_loss": 3.0, "val_mae": 9.0},
-                                  {"epoch": 2, "train_loss": 2.0, "val_mae": 8.0}]),
+        lambda: viz.plot_history([{"epoch": 1, "loss": 3.0, "val_mae": 9.0},
+                                  {"epoch": 2, "loss": 2.0, "val_mae": 8.0}]),
         lambda: viz.plot_error_by_age({"EVR": error_by_age(torch.rand(50) * 80, torch.randint(1, 80, (50,)))}),
         lambda: viz.plot_heatmap(torch.rand(4, 6), "age", "channel", "R", xticklabels=list(range(6))),
         lambda: viz.plot_embedding(torch.randn(30, 2), torch.randint(1, 90, (30,)), title="PCA"),
@@ -72,3 +72,35 @@ def test_png_bytes_scales_up():
     picture = Image.open(BytesIO(widgets.png_bytes(image, scale=3)))
     assert picture.size == (21, 15)
     assert torch.equal(torch.as_tensor(list(picture.getpixel((0, 0)))), image[:, 0, 0].long())
+
+
+def test_plot_history_shows_the_trainers_keys_by_default():
+    from agekit.config import preset
+    from agekit.training import train
+
+    result = train(preset("smoke", "rapl"), progress=False)
+    fig = viz.plot_history(result.history)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "val mae"]
+    for ax, key in zip(fig.axes, ("loss", "val_mae")):
+        assert list(ax.lines[0].get_ydata()) == [row[key] for row in result.history]
+    plt.close(fig)
+
+
+def test_multi_line_captions_do_not_overlap_the_next_row():
+    faces = torch.rand(10, 3, 16, 16)
+    fig = viz.plot_predictions(faces, torch.arange(10) + 20, torch.arange(10) + 21.5, torch.arange(10) + 22)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.images]
+    below = axes[5]  # first face of the second row
+    for ax in axes[:5]:
+        assert "\n" in ax.get_title()
+    top_of_second_row = below.get_window_extent(renderer).y1
+    for ax in axes[5:]:
+        caption = ax.title.get_window_extent(renderer)
+        assert caption.y0 >= ax.get_window_extent(renderer).y1 - 1  # each caption sits above its own face
+    for ax in axes[:5]:
+        assert ax.get_window_extent(renderer).y0 > top_of_second_row  # rows do not overlap
+    caption = axes[5].title.get_window_extent(renderer)
+    assert caption.y1 <= axes[0].get_window_extent(renderer).y0 + 1, "a second-row caption runs into the row above"
+    plt.close(fig)
