@@ -133,12 +133,24 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------- student copies
 
 
+def strip_run_metadata(notebook: dict) -> dict:
+    """Drop what a headless run adds to the metadata (papermill's timings, empty tag lists); returns it."""
+    notebook.get("metadata", {}).pop("papermill", None)
+    for cell in notebook.get("cells", []):
+        metadata = cell.get("metadata", {})
+        metadata.pop("papermill", None)
+        metadata.pop("execution", None)
+        if metadata.get("tags") == []:
+            del metadata["tags"]
+    return notebook
+
+
 def student_copy(notebook: dict) -> dict:
     """A copy of a notebook (as JSON dict) with every ``solution``-tagged cell's code replaced.
 
-    Outputs and execution counts are cleared, so the student runs it fresh.
+    Outputs, execution counts and run metadata are cleared, so the student runs it fresh.
     """
-    result = copy.deepcopy(notebook)
+    result = strip_run_metadata(copy.deepcopy(notebook))
     result.get("metadata", {}).pop("widgets", None)  # saved widget state belongs to the executed copy
     for cell in result.get("cells", []):
         if cell.get("cell_type") == "code":

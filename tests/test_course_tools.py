@@ -73,6 +73,18 @@ def test_student_copy_replaces_solutions_only(tmp_path):
         namespace["mae"](1, 2)
 
 
+def test_student_copy_drops_run_metadata():
+    notebook = _notebook()
+    notebook["metadata"]["papermill"] = {"duration": 3.2}
+    notebook["cells"][0]["metadata"] = {"papermill": {"duration": 0.1}, "tags": ["parameters"]}
+    notebook["cells"][2]["metadata"] = {"papermill": {"duration": 0.2}, "tags": [], "execution": {"x": 1}}
+    student = course.student_copy(notebook)
+    assert "papermill" not in student["metadata"]
+    assert student["cells"][0]["metadata"] == {"tags": ["parameters"]}  # real tags stay
+    assert student["cells"][2]["metadata"] == {}
+    assert notebook["cells"][2]["metadata"]["tags"] == []  # the original is left alone
+
+
 def test_stale_student_copies_are_detected(tmp_path):
     source = tmp_path / "notebooks"
     source.mkdir()
