@@ -31,11 +31,12 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agekit._io import atomic_write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -415,17 +416,8 @@ def to_toml(values: dict, prefix: str = "") -> str:
 
 
 def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+    """Write ``text`` to ``path`` atomically (see :mod:`agekit._io`)."""
+    return atomic_write_text(path, text)
 
 
 def save_config(config: Config, path) -> Path:

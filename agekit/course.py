@@ -23,12 +23,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+
+from agekit._io import atomic_write_text
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SOLUTION_TAG = "solution"
@@ -116,20 +117,6 @@ def course_notebooks(directory: Path | None = None) -> list[Path]:
     return sorted(p for p in directory.glob("*.ipynb") if re.match(r"^\d\d_", p.name))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; course outputs are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 # ----------------------------------------------------------------------------- student copies
 
 
@@ -181,7 +168,7 @@ def write_student_copies(source: Path | None = None, target: Path | None = None)
     for path in course_notebooks(source):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         out = target / path.name
-        _atomic_write_text(out, _dump(student_copy(notebook)))
+        atomic_write_text(out, _dump(student_copy(notebook)))
         written.append(out)
     return written
 
@@ -299,7 +286,7 @@ def run_course(
         else:
             os.environ["AGEKIT_FAST"] = environment_fast
     run.index = out / "index.html"
-    _atomic_write_text(run.index, _index_html(run, fast))
+    atomic_write_text(run.index, _index_html(run, fast))
     return run
 
 
@@ -311,7 +298,7 @@ def _export_html(notebook: Path) -> Path | None:
         return None
     body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
     target = notebook.with_suffix(".html")
-    _atomic_write_text(target, body)
+    atomic_write_text(target, body)
     return target
 
 

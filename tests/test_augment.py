@@ -1,6 +1,5 @@
 """Batch augmentation: each operation against an independent computation."""
 
-import math
 
 import numpy as np
 import pytest

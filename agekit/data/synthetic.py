@@ -29,18 +29,15 @@ Taught in ``notebooks/01_synthetic_faces.ipynb``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from agekit import _checks
+from agekit._io import atomic_write
 from agekit.data import _render
 
 DIFFICULTIES = tuple(_render.DIFFICULTIES)
@@ -310,28 +307,6 @@ def render_face(age: float, gender, identity: int = 0, image_size: int = 128, di
 # ----------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable) -> Path:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place.
-
-    ``write(file_object)`` fills the file. A crash or Ctrl-C leaves either the old file
-    or the new one, never half of one, and no temporary file behind.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_synthetic_faces(faces: SyntheticFaces, directory) -> Path:
@@ -350,7 +325,7 @@ def save_synthetic_faces(faces: SyntheticFaces, directory) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "meta": faces.meta}
     payload.update({name: getattr(faces, name).contiguous() for name in _TENSOR_FIELDS})
-    return _atomic_write(directory / FILE_NAME, lambda handle: torch.save(payload, handle))
+    return atomic_write(directory / FILE_NAME, lambda handle: torch.save(payload, handle))
 
 
 def load_synthetic_faces(directory) -> SyntheticFaces:
@@ -477,7 +452,7 @@ def preview_grid(path, faces: SyntheticFaces | None = None, ages=PREVIEW_AGES, r
     if palette:
         image = image.quantize(256, method=2, dither=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(path, lambda handle: image.save(handle, format="PNG", optimize=True))
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG", optimize=True))
 
 
 def write_synthetic_dataset(out_dir, n: int = 2000, image_size: int = 64, seed: int = 0,

@@ -16,7 +16,6 @@ Taught in ``notebooks/06_rapl_training.ipynb``.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from collections import Counter
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from agekit._io import atomic_write
 
 FORMAT = "agekit-checkpoint"
 VERSION = 1
@@ -38,20 +39,8 @@ def save_checkpoint(state: dict, path) -> Path:
 
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION, **state}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
