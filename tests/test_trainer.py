@@ -81,6 +81,17 @@ def test_resume_refuses_other_data(rapl_run):
         train(SMOKE, data=changed, out_dir=out, progress=False, resume=True)
 
 
+def test_loading_a_run_with_other_data_warns_and_drops_its_test_metrics(rapl_run):
+    first, out, _ = rapl_run
+    same = load_trained(out / "best.pt", device="cpu", data=load_data(SMOKE))
+    assert same.test_metrics == first.test_metrics
+    changed = copy.deepcopy(load_data(SMOKE))
+    changed.train.ages[0] += 1
+    with pytest.warns(UserWarning, match="trained on other data"):
+        other = load_trained(out / "best.pt", device="cpu", data=changed)
+    assert other.test_metrics is None
+
+
 def test_history_and_the_rapl_schedule(rapl_run):
     result, out, counts = rapl_run
     train_size = len(result.data.train)

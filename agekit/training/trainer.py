@@ -38,6 +38,7 @@ import queue
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -758,7 +759,14 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
     method.load_eval_state(state["eval_state"])
     history = list(state.get("history", []))
     best = state.get("best", {}).get("epoch", state.get("epoch", 0))
-    return TrainResult(model.to(device).eval(), method, config, labels, history, _saved_test_metrics(path, best),
+    test_metrics = _saved_test_metrics(path, best)
+    saved = state.get("data_fingerprint")
+    if data is not None and saved is not None and saved != data_fingerprint(as_splits(data)):
+        warnings.warn(f"{_shown(Path(path))} was trained on other data than the data given (the data set or the "
+                      "synthetic generator changed, or these are other data); its saved test metrics are dropped.",
+                      stacklevel=2)
+        test_metrics = None
+    return TrainResult(model.to(device).eval(), method, config, labels, history, test_metrics,
                        best, Path(path).parent, data, list(state.get("notes", [])))
 
 
