@@ -9,7 +9,7 @@ import torch
 
 from agekit.config import apply_overrides, preset
 from agekit.data import BatchAugment, FaceDataset
-from agekit.training import CheckpointError, load_trained, predict, train
+from agekit.training import CheckpointError, finished_run, load_trained, predict, train
 from agekit.training.methods import RAPLMethod, adapt_to_data
 from agekit.training.trainer import data_fingerprint, load_data, prepare_images
 
@@ -62,6 +62,22 @@ def test_resumed_run_equals_the_uninterrupted_one(rapl_run, tmp_path):
     for (name, a), b in zip(first.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert torch.equal(resumed.references, first.references)
+
+
+def test_finished_run_needs_best_pt_and_a_complete_report(rapl_run, tmp_path):
+    _, out, _ = rapl_run
+    assert finished_run(out)
+    stopped = tmp_path / "stopped"
+    train(apply_overrides(SMOKE, ["train.stop_after=1"]), out_dir=stopped, progress=False)
+    assert (stopped / "best.pt").is_file() and not finished_run(stopped)  # half a run is not a cache hit
+    assert not finished_run(tmp_path / "nothing here")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "best.pt").write_bytes(b"")
+    (broken / "metrics.json").write_text("[1, 2")  # cut off while being written by something else
+    assert not finished_run(broken)
+    (broken / "metrics.json").write_text('["complete"]')
+    assert not finished_run(broken)
 
 
 def test_resume_refuses_other_settings(rapl_run):

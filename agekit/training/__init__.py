@@ -17,6 +17,7 @@ from agekit.training.trainer import (
     Trainer,
     TrainingDiverged,
     TrainResult,
+    finished_run,
     load_data,
     load_trained,
     predict,
@@ -25,6 +26,6 @@ from agekit.training.trainer import (
 
 __all__ = [
     "CheckpointError", "DataSplits", "Method", "RAPLMethod", "SiameseMethod", "TrainResult", "Trainer",
-    "TrainingDiverged", "load_checkpoint", "load_data", "load_trained", "make_method", "predict",
+    "TrainingDiverged", "finished_run", "load_checkpoint", "load_data", "load_trained", "make_method", "predict",
     "save_checkpoint", "train",
 ]

@@ -733,6 +733,19 @@ def train(config: Config, data=None, out_dir=None, progress: bool = True, resume
 # ----------------------------------------------------------------------------- trained models
 
 
+def finished_run(folder) -> bool:
+    """True when ``folder`` holds a complete run: ``best.pt`` and a metrics.json saying it reached its last epoch.
+
+    Lessons use it to reuse what an earlier lesson trained, and to train only when nothing is there.
+    """
+    folder = Path(folder)
+    try:
+        report = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        return (folder / "best.pt").is_file() and report.get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainResult:
     """A :class:`TrainResult` rebuilt from a checkpoint (``best.pt`` or ``last.pt``), ready to predict.
 
