@@ -9,7 +9,7 @@ import torch
 
 from agekit.config import apply_overrides, preset
 from agekit.data import BatchAugment, FaceDataset
-from agekit.training import CheckpointError, finished_run, load_trained, predict, train
+from agekit.training import CheckpointError, finished_run, load_trained, predict, train, train_or_resume
 from agekit.training.methods import RAPLMethod, adapt_to_data
 from agekit.training.trainer import data_fingerprint, load_data, prepare_images
 
@@ -78,6 +78,20 @@ def test_finished_run_needs_best_pt_and_a_complete_report(rapl_run, tmp_path):
     assert not finished_run(broken)
     (broken / "metrics.json").write_text('["complete"]')
     assert not finished_run(broken)
+
+
+def test_train_or_resume_reuses_a_fitting_run_and_replaces_another(rapl_run, tmp_path):
+    first, _, _ = rapl_run
+    fresh, how = train_or_resume(SMOKE, tmp_path)
+    assert how == "trained" and fresh.test_metrics == first.test_metrics
+    again, how = train_or_resume(SMOKE, tmp_path)  # finished: only re-tested, to the same numbers
+    assert how == "resumed" and again.test_metrics == first.test_metrics
+    assert _numbers(again.history) == _numbers(first.history)
+    other = apply_overrides(SMOKE, ["optim.lr=0.5"])
+    with pytest.warns(UserWarning, match="trained again.*optim.lr"):
+        replaced, how = train_or_resume(other, tmp_path)
+    assert how == "trained again" and replaced.config.optim.lr == 0.5
+    assert load_trained(tmp_path / "last.pt").config.optim.lr == 0.5
 
 
 def test_resume_refuses_other_settings(rapl_run):

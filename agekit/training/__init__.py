@@ -22,10 +22,11 @@ from agekit.training.trainer import (
     load_trained,
     predict,
     train,
+    train_or_resume,
 )
 
 __all__ = [
     "CheckpointError", "DataSplits", "Method", "RAPLMethod", "SiameseMethod", "TrainResult", "Trainer",
     "TrainingDiverged", "finished_run", "load_checkpoint", "load_data", "load_trained", "make_method", "predict",
-    "save_checkpoint", "train",
+    "save_checkpoint", "train", "train_or_resume",
 ]

@@ -733,6 +733,24 @@ def train(config: Config, data=None, out_dir=None, progress: bool = True, resume
 # ----------------------------------------------------------------------------- trained models
 
 
+def train_or_resume(config: Config, out_dir, data=None, progress: bool = False,
+                    verbose: bool | None = None) -> tuple[TrainResult, str]:
+    """Train into ``out_dir``, reusing the run already there when it fits; returns (result, what happened).
+
+    What happened is "trained" (nothing there), "resumed" (the run there was continued, or
+    only re-tested when it had finished) or "trained again" (the run there had other
+    settings or other data: it is replaced). Lessons use it to share runs in ``runs/``.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "last.pt").is_file():
+        try:
+            return train(config, data=data, out_dir=out_dir, progress=progress, verbose=verbose, resume=True), "resumed"
+        except CheckpointError as error:
+            warnings.warn(f"{_shown(out_dir)} holds another run, so it is trained again: {error}", stacklevel=2)
+            return train(config, data=data, out_dir=out_dir, progress=progress, verbose=verbose), "trained again"
+    return train(config, data=data, out_dir=out_dir, progress=progress, verbose=verbose), "trained"
+
+
 def finished_run(folder) -> bool:
     """True when ``folder`` holds a complete run: ``best.pt`` and a metrics.json saying it reached its last epoch.
 
