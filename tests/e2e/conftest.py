@@ -79,6 +79,8 @@ def jupyterlab(tmp_path_factory):
     # Every cell stays in the page (no windowing), so the checks see all prompts and outputs.
     (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}), encoding="utf-8")
     port, token = _free_port(), secrets.token_hex(16)
+    # The kernels inherit this environment: fast mode, a throwaway runs/, and the inline plot backend
+    # (the test session itself sets MPLBACKEND=Agg, which would keep figures out of the notebook).
     environment = {
         **os.environ, "AGEKIT_FAST": "1", "AGEKIT_RUNS": str(home / "runs"), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),

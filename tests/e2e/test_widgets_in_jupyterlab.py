@@ -130,6 +130,7 @@ def _drag_and_compare(page, widget, slider_index: int, fraction: float, screensh
     after = _picture(image)
     widget.screenshot(path=str(screenshots / f"{stem}_widget_after.png"))
     page.screenshot(path=str(screenshots / f"{stem}_page_after_drag.png"))
+    assert not page.js_errors, f"JavaScript errors in the page: {page.js_errors[:3]}"
     assert before.shape == after.shape
     return before_value, after_value, float(np.abs(after - before).mean())
 
@@ -137,8 +138,8 @@ def _drag_and_compare(page, widget, slider_index: int, fraction: float, screensh
 @pytest.fixture()
 def page(browser_context):
     page = browser_context.new_page()
-    messages = []
-    page.on("pageerror", lambda error: messages.append(str(error)))
+    page.js_errors = []  # uncaught exceptions in the page: a widget that breaks in JavaScript shows up here
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))
     yield page
     page.close()
 
