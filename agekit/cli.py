@@ -88,7 +88,8 @@ def _add_train_commands(subparsers) -> None:
 
 def _train_config(args):
     """The run's Config: preset, then --config, then --set, then the named options."""
-    from agekit.config import ConfigError, apply_overrides, config_from_dict, load_config, preset
+    from agekit.config import (ConfigError, apply_overrides, config_from_dict, load_config, preset, resolve_preset,
+                                with_epochs)
     from agekit.training.checkpoint import load_checkpoint
 
     out = Path(args.out)
@@ -102,16 +103,14 @@ def _train_config(args):
         if args.config:
             file_values = _read_toml(args.config)
         method = args.method or file_values.get("method", "rapl")
-        name = args.preset or file_values.get("preset", "auto")
-        if name == "auto":
-            import torch
-
-            name = "gpu" if torch.cuda.is_available() else "cpu"
+        name = resolve_preset(args.preset or file_values.get("preset", "auto"), args.device or "auto")
         config = preset(name, method)
         if file_values:
             config = load_config(args.config, base=config)
         config.method, config.preset = method, name
-    named = {"rapl.variant": args.variant, "train.epochs": args.epochs, "train.seed": args.seed,
+    if args.epochs is not None:
+        config = with_epochs(config, args.epochs)  # the learning-rate drops move with the epochs, as in the lessons
+    named = {"rapl.variant": args.variant, "train.seed": args.seed,
              "data.manifest": args.data, "train.device": args.device}
     if args.variant and config.method != "rapl":
         raise ConfigError("--variant chooses a RAPL row of Table 3; it does not apply to --method siamese.")

@@ -210,6 +210,37 @@ def preset(name: str = "cpu", method: str = "rapl") -> Config:
     return config
 
 
+def resolve_preset(name: str, device="auto") -> str:
+    """``"auto"`` -> ``"gpu"`` when ``device`` resolves to CUDA, else ``"cpu"``; other names are checked and returned.
+
+    The one rule the command line (``agekit train --preset auto``) and the lessons
+    (``agekit.lesson.settings``) share. An unknown name is an error, never a fallback.
+    """
+    if name != "auto":
+        _one_of("preset", name, PRESETS + ("auto",))
+        return name
+    from agekit.device import resolve_device  # imports torch: only when "auto" must be decided
+
+    return "gpu" if resolve_device(device).type == "cuda" else "cpu"
+
+
+def with_epochs(config: Config, epochs: int) -> Config:
+    """A copy of ``config`` trained for ``epochs`` epochs, its learning-rate drops moved to the same places.
+
+    Each milestone m of the ``E``-epoch schedule becomes ``round(m * epochs / E)`` (at least 1);
+    drops that would fall at or after the last epoch are left out, since they would never apply.
+    The cpu preset's drops after epochs 10 and 13 of 15 become [3, 4] for 5 epochs and [20, 26] for 30.
+    """
+    _at_least("train.epochs", epochs, 1)
+    config = copy.deepcopy(config)
+    old = config.train.epochs
+    if epochs != old:
+        scaled = {max(1, round(m * epochs / old)) for m in config.optim.milestones}
+        config.optim.milestones = sorted(m for m in scaled if m < epochs)
+        config.train.epochs = epochs
+    return config
+
+
 # ----------------------------------------------------------------------------- dicts and keys
 
 

@@ -1,18 +1,12 @@
-"""Running the course: notebook parameters, the headless runner, student copies.
+"""What course staff run: the headless course, student copies.
 
-Every notebook starts with one cell tagged ``parameters`` holding typed literals::
-
-    fast: bool = False   # a quick smoke run
-    seed: int = 0        # random seed
-    device: str = "auto" # "auto", "cpu", "cuda" or "mps"
-
-and the next cell calls :func:`parameters`, which checks each value (including
-the ones papermill injects) against its annotation, applies ``AGEKIT_FAST=1``,
-and says clearly what is wrong.
-
-``agekit course`` runs the notebooks in order with papermill, writes the executed
-copies and an HTML index; ``agekit course --student`` writes the student copies
-(solutions replaced by placeholders) into ``notebooks/student/``.
+``agekit course`` runs the lessons of the working copy (the checkout around the
+working folder, or ``--notebooks DIR``) in order with papermill, and writes the
+executed copies and an HTML index beside that copy's ``runs/`` cache;
+``agekit course --student [DIR]`` writes the student copies (solutions replaced by
+placeholders) into ``notebooks/student/`` or a folder of the student's own.
+What a lesson itself calls (its parameters, runs and claims) is in
+:mod:`agekit.lesson`.
 """
 
 from __future__ import annotations
@@ -30,85 +24,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from agekit._io import atomic_write_text
+from agekit.lesson import DEVICES, fast_from_environment, notebooks_dir, parameters, runs_dir, workspace  # noqa: F401
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SOLUTION_TAG = "solution"
 PLACEHOLDER = (
     "# YOUR CODE HERE: replace this line and the next with your solution.\n"
     'raise NotImplementedError("Write your solution here, then run the check below.")'
 )
-_TYPES = (bool, int, float, str, list, dict)
-
-
-def fast_from_environment() -> bool:
-    """True when ``AGEKIT_FAST`` is set to 1/true/yes (forces every notebook's fast path)."""
-    return os.environ.get("AGEKIT_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _check_type(name: str, value, expected) -> object:
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-    elif expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(value, expected):
-        return value
-    raise TypeError(
-        f"Parameter {name!r} must be {expected.__name__}, got {value!r} ({type(value).__name__}). "
-        f"With papermill, pass e.g. -p {name} <value> with a {expected.__name__}."
-    )
-
-
-def parameters(
-    namespace: Mapping, choices: Mapping[str, Sequence] | None = None, positive: Iterable[str] = ()
-) -> SimpleNamespace:
-    """Check a notebook's parameters and return them as an object.
-
-    namespace: the notebook's ``globals()``; every name annotated in the
-    ``parameters`` cell is checked against its type (papermill's injected values
-    included). ``choices`` maps a name to its allowed values (``device`` always has
-    ``DEVICES``); names in ``positive`` must be > 0. ``AGEKIT_FAST=1`` turns ``fast``
-    on. Raises one clear ``TypeError``/``ValueError`` naming the parameter.
-    """
-    annotations = dict(namespace.get("__annotations__", {}))
-    if not annotations:
-        raise ValueError("No annotated parameters found: the 'parameters' cell must declare e.g. 'seed: int = 0'.")
-    allowed = {"device": DEVICES, **dict(choices or {})}
-    values = {}
-    for name, expected in annotations.items():
-        if name.startswith("_") or expected not in _TYPES or name not in namespace:
-            continue
-        value = _check_type(name, namespace[name], expected)
-        if name in allowed and value not in allowed[name]:
-            raise ValueError(f"Parameter {name!r} must be one of {list(allowed[name])}, got {value!r}.")
-        if name in positive and not value > 0:
-            raise ValueError(f"Parameter {name!r} must be positive, got {value!r}.")
-        values[name] = value
-    if "fast" in values and fast_from_environment():
-        values["fast"] = True
-    return SimpleNamespace(**values)
-
-
-# ----------------------------------------------------------------------------- notebooks on disk
-
-
-def runs_dir(fast: bool = False) -> Path:
-    """Where lessons cache expensive results: ``runs/`` beside ``notebooks/``, or ``$AGEKIT_RUNS``.
-
-    Fast-mode results go to ``runs/fast/`` so a smoke run never stands in for a real one.
-    Later lessons load what earlier ones saved here and train only when it is missing.
-    """
-    root = Path(os.environ.get("AGEKIT_RUNS") or notebooks_dir().parent / "runs")
-    return root / "fast" if fast else root
-
-
-def notebooks_dir() -> Path:
-    """The course's ``notebooks/`` folder (beside the package in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def course_notebooks(directory: Path | None = None) -> list[Path]:
@@ -226,7 +148,7 @@ def _select(notebooks: list[Path], only: Sequence[str] | None) -> list[Path]:
 
 
 def run_course(
-    out: str | Path = "runs/course",
+    out: str | Path | None = None,
     fast: bool = False,
     only: Sequence[str] | None = None,
     parameters: Mapping[str, object] | None = None,
@@ -237,19 +159,26 @@ def run_course(
 ) -> CourseRun:
     """Execute the lessons in order with papermill and write an HTML index.
 
-    Each executed copy goes to ``out/NN_name.ipynb`` (and ``.html``). The run stops
-    at the first failing notebook and reports its failing cell. ``parameters`` are
+    notebooks: the lessons' folder (default: those of the working copy, see
+    :func:`agekit.lesson.notebooks_dir`). Each executed copy goes to ``out/NN_name.ipynb``
+    (and ``.html``); ``out`` defaults to ``course/`` in the same ``runs/`` folder the
+    lessons cache their runs in, so the two never end up in unrelated places. The run
+    stops at the first failing notebook and reports its failing cell. ``parameters`` are
     passed to every notebook that declares them (others are left alone).
     """
     import papermill
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    notebooks = Path(notebooks) if notebooks is not None else notebooks_dir()
     lessons = _select(course_notebooks(notebooks), only)
     if not lessons:
-        raise ValueError(f"No notebooks found in {notebooks or notebooks_dir()}.")
+        raise ValueError(f"No lessons (NN_name.ipynb) found in {notebooks}; run agekit course inside a checkout "
+                         "of the course, or give --notebooks DIR.")
+    cache = runs_dir(start=notebooks)
+    out = Path(out) if out is not None else cache / "course"
+    out.mkdir(parents=True, exist_ok=True)
     run = CourseRun()
-    environment_fast = os.environ.get("AGEKIT_FAST")
+    saved = {name: os.environ.get(name) for name in ("AGEKIT_FAST", "AGEKIT_RUNS")}
+    os.environ["AGEKIT_RUNS"] = str(cache)  # the kernels cache where this course's lessons live
     if fast:
         os.environ["AGEKIT_FAST"] = "1"
     try:
@@ -281,10 +210,11 @@ def run_course(
             if error:
                 break
     finally:
-        if environment_fast is None:
-            os.environ.pop("AGEKIT_FAST", None)
-        else:
-            os.environ["AGEKIT_FAST"] = environment_fast
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     run.index = out / "index.html"
     atomic_write_text(run.index, _index_html(run, fast))
     return run
@@ -323,8 +253,10 @@ def _index_html(run: CourseRun, fast: bool) -> str:
 
 def main_course(args) -> int:
     """``agekit course`` (called from agekit.cli)."""
-    if getattr(args, "student", False):
-        for path in write_student_copies():
+    notebooks = Path(args.notebooks) if args.notebooks else notebooks_dir()
+    if args.student is not None:
+        target = Path(args.student) if args.student else None
+        for path in write_student_copies(notebooks, target):
             print(path)
         return 0
     given = {}
@@ -336,8 +268,9 @@ def main_course(args) -> int:
             given[name] = json.loads(raw)
         except json.JSONDecodeError:
             given[name] = raw
-    run = run_course(args.out, fast=args.fast, only=args.only, parameters=given)
+    run = run_course(args.out, fast=args.fast, only=args.only, parameters=given, notebooks=notebooks)
     print(f"index: {run.index}")
+    print(f"runs cache: {runs_dir(start=notebooks)}")
     if not run.ok:
         failed = run.lessons[-1]
         print(f"agekit: error: {failed.notebook} failed at {failed.error}; see {failed.output}", file=sys.stderr)
@@ -350,7 +283,11 @@ def add_course_command(subparsers) -> None:
     course = subparsers.add_parser("course", help="run the course notebooks in order (papermill)")
     course.add_argument("--fast", action="store_true", help="smoke-run every notebook (sets AGEKIT_FAST=1)")
     course.add_argument("--only", nargs="+", metavar="NN", help="run only these lessons, e.g. --only 01 06")
-    course.add_argument("--out", default="runs/course", help="folder for executed copies (default runs/course)")
+    course.add_argument("--notebooks", metavar="DIR",
+                        help="the lessons to run (default: notebooks/ of the checkout around the working folder)")
+    course.add_argument("--out", help="folder for executed copies (default: runs/course beside the lessons' runs cache)")
     course.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="set a notebook parameter")
-    course.add_argument("--student", action="store_true", help="write student copies to notebooks/student/ and exit")
+    course.add_argument("--student", nargs="?", const="", metavar="DIR",
+                        help="write student copies (to notebooks/student/, or to DIR to work in a folder of your "
+                             "own) and exit")
     course.set_defaults(handler=main_course)

@@ -11,9 +11,32 @@ Used by every notebook's *Exercises* section.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
+
+
+def _exercise(check: Callable) -> Callable:
+    """Wrap a check so that a student function returning None gets a friendly message, not a TypeError."""
+
+    @functools.wraps(check)
+    def checked(student: Callable, *args, **kwargs):
+        if not callable(student):
+            raise AssertionError(f"{check.__name__} expects your function itself, got {student!r}. "
+                                 "Pass the name without calling it, e.g. check(my_function).")
+        name = getattr(student, "__name__", "your function")
+
+        def guarded(*a, **k):
+            result = student(*a, **k)
+            if result is None:
+                raise AssertionError(f"{name}() returned None: it must end with a `return` of its result. "
+                                     "Check that every path through it returns a value.")
+            return result
+
+        return check(guarded, *args, **kwargs)
+
+    return checked
 
 
 def _close(name: str, got, expected, atol: float = 1e-5, hint: str = "") -> None:
@@ -34,6 +57,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@_exercise
 def check_mae(student: Callable, trials: int = 5) -> None:
     """Exercise (02): ``student(pred, true) -> float``, the mean absolute error (eq. 9)."""
     from agekit.metrics import mae
@@ -45,6 +69,7 @@ def check_mae(student: Callable, trials: int = 5) -> None:
     _passed("your MAE")
 
 
+@_exercise
 def check_cumulative_score(student: Callable, trials: int = 5) -> None:
     """Exercise (02): ``student(pred, true, tolerance) -> percent`` (eq. 10)."""
     from agekit.metrics import cumulative_score
@@ -60,6 +85,7 @@ def check_cumulative_score(student: Callable, trials: int = 5) -> None:
     _passed("your cumulative score")
 
 
+@_exercise
 def check_expected_age(student: Callable, trials: int = 5) -> None:
     """Exercise (02): ``student(logits [b, n], age_values [n]) -> ages [b]`` (eq. 1)."""
     from agekit.losses import expected_age
@@ -76,6 +102,7 @@ def check_expected_age(student: Callable, trials: int = 5) -> None:
     _passed("your expected value refinement")
 
 
+@_exercise
 def check_age_weights(student: Callable, trials: int = 5) -> None:
     """Exercise (05): ``student(references [n, c], p [n]) -> W [c, n]`` (eqs. 4-5)."""
     for trial in range(trials):
@@ -87,6 +114,7 @@ def check_age_weights(student: Callable, trials: int = 5) -> None:
     _passed("your age weights W")
 
 
+@_exercise
 def check_reweighting(student: Callable, trials: int = 5) -> None:
     """Exercise (05): ``student(x [b, c], references [n, c], p [n]) -> x_hat [b, c, n]`` (eqs. 4-6)."""
     from agekit.models import AgeReweighting
@@ -106,6 +134,7 @@ def check_reweighting(student: Callable, trials: int = 5) -> None:
     _passed("your age-based reweighting")
 
 
+@_exercise
 def check_select_references(student: Callable, trials: int = 5) -> None:
     """Exercise (04): ``student(features [K, c], pred_ages [K], true_ages [K], label_values [n]) -> R [n, c]``.
 
@@ -118,14 +147,18 @@ def check_select_references(student: Callable, trials: int = 5) -> None:
         values = torch.arange(10, 20)
         true = torch.cat([values, values[torch.randint(0, 10, (40,), generator=g)]])
         pred = true.float() + torch.randn(len(true), generator=g) * 3
+        if trial % 2:  # errors on a half-year grid: faces of one age tie, and the first of them must win
+            pred = true.float() + torch.round(torch.randn(len(true), generator=g) * 2) / 2
         features = torch.randn(len(true), 6, generator=g)
         _close(
             "R", student(features, pred, true, values), select_references(features, pred, true, values),
-            hint="For each label, among samples with that true age, take the features of the smallest |true - pred|.",
+            hint="For each label, among samples with that true age, take the features of the smallest |true - pred|; "
+                 "on a tie, the first such face (lowest index) wins.",
         )
     _passed("your reference selection (Algorithm 1)")
 
 
+@_exercise
 def check_revised_contrastive_loss(student: Callable, trials: int = 5) -> None:
     """Exercise (07): ``student(embeddings [b, d], ages [b], margin, q) -> scalar``."""
     from agekit.losses import revised_contrastive_loss
@@ -142,6 +175,7 @@ def check_revised_contrastive_loss(student: Callable, trials: int = 5) -> None:
     _passed("your revised contrastive loss")
 
 
+@_exercise
 def check_knn_predict(student: Callable, trials: int = 3) -> None:
     """Exercise (07): ``student(query [m, d], gallery [g, d], gallery_ages [g], k) -> ages [m]``."""
     from agekit.knn import knn_predict
@@ -158,6 +192,7 @@ def check_knn_predict(student: Callable, trials: int = 3) -> None:
     _passed("your kNN age estimate")
 
 
+@_exercise
 def check_share_in_range(student: Callable, trials: int = 5) -> None:
     """Exercise (00): ``student(ages [N], low, high) -> percent`` of ages with low <= age <= high."""
     for trial in range(trials):
@@ -174,6 +209,7 @@ def check_share_in_range(student: Callable, trials: int = 5) -> None:
     _passed("your share of ages in a range")
 
 
+@_exercise
 def check_to_positions(student: Callable, trials: int = 5) -> None:
     """Exercise (01): ``student(ages [m], label_values [n]) -> positions int64 [m]`` (RAPL Fig. 2)."""
     from agekit.data import AgeLabels
@@ -195,6 +231,7 @@ def check_to_positions(student: Callable, trials: int = 5) -> None:
     _passed("your ages -> positions")
 
 
+@_exercise
 def check_leaked_identities(student: Callable, trials: int = 5) -> None:
     """Exercise (01): ``student(identities [N], split_codes [N]) -> int``, people found in more than one split."""
     from agekit.data import find_leakage
@@ -214,6 +251,7 @@ def check_leaked_identities(student: Callable, trials: int = 5) -> None:
     _passed("your leakage count")
 
 
+@_exercise
 def check_conv_output_size(student: Callable) -> None:
     """Exercise (03): ``student(size, kernel, stride, padding) -> int``, the side of a square convolution's output.
 
@@ -237,6 +275,7 @@ def check_conv_output_size(student: Callable) -> None:
     print(f"Correct: your output sizes match torch's conv2d in all {len(cases)} cases.")
 
 
+@_exercise
 def check_bottleneck_parameters(student: Callable) -> None:
     """Exercise (03): ``student(in_channels, depth) -> int``, the learnable parameters of one bottleneck_IR unit.
 
@@ -259,6 +298,7 @@ def check_bottleneck_parameters(student: Callable) -> None:
     print("Correct: your parameter count matches agekit's BottleneckIR for every width.")
 
 
+@_exercise
 def check_confidence_score(student: Callable, trials: int = 5) -> None:
     """Exercise (06): ``student(est_ages [N], position_ages [N], tolerance) -> percent`` (RAPL eq. 12)."""
     from agekit.metrics import confidence_score
@@ -279,6 +319,7 @@ def check_confidence_score(student: Callable, trials: int = 5) -> None:
     _passed("your confidence score")
 
 
+@_exercise
 def check_joint_loss(student: Callable, trials: int = 5) -> None:
     """Exercise (06): ``student(age, gender, position, lam, mu) -> scalar`` (RAPL eq. 8).
 
@@ -310,6 +351,7 @@ def check_joint_loss(student: Callable, trials: int = 5) -> None:
     _passed("your joint loss")
 
 
+@_exercise
 def check_pca(student: Callable, trials: int = 4) -> None:
     """Exercise (08): ``student(x [n, d], n_components) -> projection [n, n_components]`` (PCA).
 
@@ -359,6 +401,7 @@ def _pair_of_floats(name: str, got) -> tuple[float, float]:
     return first, second
 
 
+@_exercise
 def check_mean_std(student: Callable, trials: int = 5) -> None:
     """Exercise (09): ``student(values) -> (mean, std)`` of one method's scores over seeds (a list of floats).
 
@@ -379,6 +422,7 @@ def check_mean_std(student: Callable, trials: int = 5) -> None:
     print("Correct: your mean and sample standard deviation match Python's statistics module.")
 
 
+@_exercise
 def check_paired_difference(student: Callable, trials: int = 5) -> None:
     """Exercise (09): ``student(a, b) -> (mean, std)`` of the per-seed differences ``a[i] - b[i]``.
 
