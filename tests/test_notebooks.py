@@ -86,3 +86,46 @@ def test_student_copies_are_in_sync():
         student = _load(path.parent / "student" / path.name)
         for cell in student["cells"]:
             assert "solution" not in cell.get("metadata", {}).get("tags", [])
+
+
+def _package_functions() -> set[str]:
+    """Every public function and class the package defines at module level."""
+    import ast
+
+    names = set()
+    for path in (Path(course.__file__).parent).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                  and not node.name.startswith("_")}
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lessons_define_nothing_the_package_has(path):
+    """The package is the one home of what lessons need: a lesson calls it instead of writing its own copy
+    (an exercise's solution cell re-implementing a package function is the intended exception)."""
+    package = _package_functions()
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] != "code" or "solution" in cell.get("metadata", {}).get("tags", []):
+            continue
+        defined = set(re.findall(r"^\s*(?:def|class) (\w+)", _source(cell), re.M))
+        assert not defined & package, f"{path.stem} defines {sorted(defined & package)}, which agekit has"
+        assert not defined & {"run_name", "shown"}, f"{path.stem} defines {sorted(defined)}: use agekit.lesson"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_claims_held_in_a_full_run(path):
+    """Committed lessons were executed in full mode, and every claim in their code held in that run."""
+    code = [c for c in _load(path)["cells"] if c["cell_type"] == "code"]
+
+    def printed(cell) -> str:
+        return "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+    assert "full mode:" in printed(code[1]), "the validation cell's banner shows the mode it was executed in"
+    for cell in code:
+        calls = len(re.findall(r"\bclaim\(", _source(cell)))
+        text = printed(cell)
+        assert "claim not checked" not in text, f"{path.stem} was committed with fast-mode claims"
+        held = text.count("claim holds: ")
+        assert held >= calls, (f"{path.stem}: a cell with {calls} claim(s) printed {held} 'claim holds' lines:\n"
+                               + _source(cell)[:300])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import papermill
 import pytest
+import torch
 
 from agekit import course
 
@@ -48,16 +49,25 @@ def test_injected_parameters_take_effect(tmp_path, monkeypatch):
     assert "4000 faces" not in printed
 
 
-@pytest.mark.parametrize("name, value, error, words", [
-    ("seed", "three", "TypeError", ["'seed'", "int", "'three'"]),
-    ("device", "gpu", "ValueError", ["'device'", "'gpu'", "cuda"]),
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA on a machine without it")
+
+
+@pytest.mark.parametrize("lesson, name, value, error, words", [
+    ("00_welcome", "seed", "three", "TypeError", ["'seed'", "int", "'three'"]),
+    ("00_welcome", "fast", "yes", "TypeError", ["'fast'", "True or False"]),
+    ("00_welcome", "device", "gpu", "ValueError", ["'device'", "'gpu'", "cuda"]),
+    pytest.param("00_welcome", "device", "cuda", "ValueError", ["'device'", "no CUDA GPU"], marks=NO_CUDA),
+    ("00_welcome", "foo", 1, "ValueError", ["no parameter 'foo'", "fast (bool), seed (int), device (str)"]),
+    ("02_metrics_and_evr", "epoch", 5, "ValueError", ["no parameter 'epoch'", "Did you mean 'epochs'?"]),
 ])
-def test_bad_parameter_stops_at_the_validation_cell(tmp_path, name, value, error, words):
-    target = tmp_path / "00.ipynb"
+def test_bad_parameter_stops_at_the_validation_cell(tmp_path, lesson, name, value, error, words):
+    """A mistyped value, a device the machine lacks or a name the lesson does not have stops the
+    validation cell (papermill itself only warns about unknown names and runs on)."""
+    target = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         papermill.execute_notebook(
-            str(LESSONS["00_welcome"]), str(target), kernel_name="python3", progress_bar=False,
-            parameters={name: value}, cwd=str(LESSONS["00_welcome"].parent),
+            str(LESSONS[lesson]), str(target), kernel_name="python3", progress_bar=False,
+            parameters={name: value}, cwd=str(LESSONS[lesson].parent),
         )
     assert failure.value.ename == error
     for word in words:
