@@ -160,7 +160,10 @@ def parameters(namespace: Mapping, choices: Mapping[str, Sequence] | None = None
         print("FAST MODE: a smoke test on a few hundred tiny faces. It shows that every cell runs; its numbers "
               "are not the lesson's, and the claims in the text are not checked against them.")
     else:
-        print("full mode: every result the text states is checked in code beside it (a cell fails if one does not hold).")
+        import torch
+
+        print("full mode: every result the text states is checked in code beside it (a cell fails if one does "
+              f"not hold); torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s).")
     return SimpleNamespace(**values)
 
 
