@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _namespace(injected: dict | None = None, **values):
     """A kernel's globals after the parameters cell and, optionally, papermill's injected cell."""
     namespace = {"__annotations__": {name: type(value) for name, value in values.items()}, **values}
-    history = ["", "fast: bool = False ..."]
+    history = ["", "".join(f"{k}: {type(v).__name__} = {v!r}  # ...\n" for k, v in values.items())]
     if injected is not None:
         history.append("# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in injected.items()))
         namespace.update(injected)
@@ -71,7 +71,7 @@ def test_ranges_and_choices(monkeypatch):
 def test_fast_mode_is_announced_once_and_claims_are_then_not_checked(monkeypatch, capsys):
     monkeypatch.setenv("AGEKIT_FAST", "1")
     assert lesson.parameters(_namespace(fast=False, seed=0, device="auto")).fast is True
-    assert lesson.claim(False, "the age-only network finds gender") is False  # not raised: a smoke test
+    lesson.claim(False, "the age-only network finds gender")  # not raised: a smoke test
     printed = capsys.readouterr().out
     assert printed.count("FAST MODE") == 1 and "not checked" in printed
     assert "claim not checked (fast mode, smoke test): the age-only network finds gender" in printed
@@ -80,10 +80,22 @@ def test_fast_mode_is_announced_once_and_claims_are_then_not_checked(monkeypatch
 def test_full_mode_claims_fail_the_cell_when_false(monkeypatch, capsys):
     monkeypatch.delenv("AGEKIT_FAST", raising=False)
     lesson.parameters(_namespace(fast=False, seed=0, device="auto"))
-    assert lesson.claim(3 < 4, "three is less than four") is True
+    lesson.claim(3 < 4, "three is less than four")
     assert "claim holds: three is less than four" in capsys.readouterr().out
     with pytest.raises(lesson.ClaimError, match="four is less than three"):
         lesson.claim(4 < 3, "four is less than three")
+
+
+def test_claims_are_reported_not_enforced_when_papermill_changed_a_parameter(monkeypatch, capsys):
+    monkeypatch.delenv("AGEKIT_FAST", raising=False)
+    lesson.parameters(_namespace(injected={"seed": 0}, fast=False, seed=0, device="auto"))
+    with pytest.raises(lesson.ClaimError):  # the default value injected again: still the default run
+        lesson.claim(False, "a claim of the default run")
+    lesson.parameters(_namespace(injected={"seed": 3}, fast=False, seed=0, device="auto"))
+    lesson.claim(False, "a claim of the default run")
+    printed = capsys.readouterr().out
+    assert "Parameters changed from the lesson's defaults (seed)" in printed
+    assert "claim does not hold with these parameters (the text describes the default run): a claim" in printed
 
 
 # ----------------------------------------------------------------------------- settings
