@@ -300,7 +300,8 @@ def settings(P: SimpleNamespace, method: str = "rapl", overrides: Mapping | None
 _UNNAMED = {"preset", "method", "rapl.variant", "siamese.gender", "data.seed", "train.seed", "train.device",
             "train.stop_after", "train.eval_batch_size"}
 _SHORT = {"train.epochs": "epochs", "optim.milestones": "milestones", "optim.lr": "lr", "data.n": "n",
-          "data.image_size": "px", "siamese.margin": "margin", "rapl.lam": "lam", "rapl.mu": "mu"}
+          "data.image_size": "px", "siamese.margin": "margin", "rapl.lam": "lam", "rapl.mu": "mu",
+          "data.manifest": "data-"}
 
 
 def _flat(config: Config) -> dict:
@@ -339,11 +340,23 @@ def run_name(config: Config) -> str:
         if key in _UNNAMED or key.startswith(other) or value == base.get(key):
             continue
         if key == "data.manifest" and value:
-            import hashlib
-
-            value = Path(value).stem + "-" + hashlib.sha1(str(Path(value).resolve()).encode()).hexdigest()[:8]
+            value = _manifest_token(Path(value))
         name += f"_{_SHORT.get(key, key.replace('.', '-'))}{_token(value)}"
     return name
+
+
+def _manifest_token(manifest: Path) -> str:
+    """A prepared data set in a run name: its folder's name and a hash of its manifest's bytes.
+
+    The same data give the same name in every checkout; other data (a new preparation) another.
+    """
+    import hashlib
+
+    try:
+        digest = hashlib.sha1(manifest.read_bytes()).hexdigest()[:8]
+    except OSError:  # not there (yet): the trainer will say so; name it by its path meanwhile
+        digest = hashlib.sha1(str(manifest.resolve()).encode()).hexdigest()[:8]
+    return f"{_token(manifest.resolve().parent.name)}-{digest}"
 
 
 def run_folder(config: Config) -> Path:

@@ -136,7 +136,7 @@ def test_settings_follow_the_parameters(monkeypatch):
     assert lesson.settings(SimpleNamespace(fast=False, seed=0, device="cpu", preset_name="gpu")).preset == "gpu"
 
 
-def test_run_names_come_from_the_settings():
+def test_run_names_come_from_the_settings(tmp_path):
     P = SimpleNamespace(fast=False, seed=0, device="cpu", epochs=0)
     evr = lesson.settings(P, "rapl", {"rapl.variant": "EVR"})
     assert lesson.run_name(evr) == "rapl_EVR_cpu_seed0"
@@ -150,6 +150,14 @@ def test_run_names_come_from_the_settings():
     assert lesson.run_name(short) == "rapl_EVR+RAPL+GP_cpu_seed1_lam0.5_milestones3-4_epochs5"
     siamese = lesson.settings(P, "siamese", {"siamese.gender": False, "siamese.margin": 2.0, "rapl.mu": 3.0})
     assert lesson.run_name(siamese) == "siamese_nogender_cpu_seed0_margin2", "RAPL's settings do not name a Siamese run"
+    one, two = tmp_path / "one" / "agedb", tmp_path / "two" / "agedb"
+    for folder, rows in ((one, "index,path\n0,a.jpg\n"), (two, "index,path\n0,a.jpg\n")):
+        folder.mkdir(parents=True)
+        (folder / "manifest.csv").write_text(rows)
+    on = [lesson.run_name(lesson.settings(P, "rapl", {"data.manifest": str(f / "manifest.csv")})) for f in (one, two)]
+    assert on[0] == on[1] and on[0].startswith("rapl_EVR+RAPL+GP_cpu_seed0_data-agedb-"), "same data, same name"
+    (two / "manifest.csv").write_text("index,path\n0,b.jpg\n")
+    assert lesson.run_name(lesson.settings(P, "rapl", {"data.manifest": str(two / "manifest.csv")})) != on[0]
     names = {lesson.run_name(lesson.settings(P, "rapl", {"rapl.variant": v}))
              for v in ("FC", "EVR", "EVR+GP", "EVR+RAPL", "EVR+RAPL+GP")}
     assert len(names) == 5
