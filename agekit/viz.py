@@ -122,12 +122,16 @@ def plot_heatmap(
 
 
 def plot_predictions(images, true_ages, pred_ages, position_ages=None, ncols: int = 5, title: str = "Predictions"):
-    """Faces captioned with true age, EVR estimate and, if given, the position-head estimate (RAPL Fig. 4)."""
+    """Faces captioned with true age, EVR estimate and, if given, the position-head estimate (06; RAPL Fig. 4).
+
+    position_ages: [N], the age label the position head points at (``AgeLabels.to_ages`` of its
+    argmax), so the caption says an age, not a position index.
+    """
     captions = []
     for i in range(len(images)):
-        text = f"true {int(true_ages[i])}\nEVR {float(pred_ages[i]):.1f}"
+        text = f"true {int(true_ages[i])}\nEVR age {float(pred_ages[i]):.1f}"
         if position_ages is not None:
-            text += f"  pos {int(position_ages[i])}"
+            text += f"\nposition-head age {int(position_ages[i])}"
         captions.append(text)
     return show_faces(images, captions, ncols=ncols, size=1.8, title=title)
 
@@ -275,6 +279,7 @@ def plot_reference_selection(true_ages, pred_ages, source_index, ax=None,
     true_ages, pred_ages: [K]; source_index: int64 [n], the sample chosen per age label
     (``ReferenceInfo.source_index``).
     """
+    own_figure = ax is None
     fig, ax = _axes(ax, (8, 3.6))
     true_ages = torch.as_tensor(true_ages).detach().cpu().double()
     errors = (true_ages - torch.as_tensor(pred_ages).detach().cpu().double()).abs()
@@ -286,7 +291,10 @@ def plot_reference_selection(true_ages, pred_ages, source_index, ax=None,
     ax.set_ylabel("|true - predicted| (years)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    # Beside the axes, not inside them: inside, the legend hid faces with large errors at the youngest ages.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if own_figure:
+        fig.tight_layout()  # make room for the legend
     return fig
 
 
