@@ -70,6 +70,41 @@ def plot_age_distribution(ages, genders=None, ax=None, title: str = "Age distrib
     return fig
 
 
+def plot_age_positions(ages_by_name: Mapping[str, Sequence[int]], title: str = "Ages to relative age positions (RAPL Fig. 2)"):
+    """Each data set's age labels against their positions, one panel per data set (01_synthetic_faces).
+
+    ``ages_by_name`` maps a data set's name to its training ages (any order, repeats allowed).
+    The labels are ``AgeLabels.from_ages(ages).values`` (sorted, distinct) and label ``l_i`` sits at
+    position ``i``: one marker per label. An age missing inside the range gets a dotted line and
+    a note, and leaves no gap in the positions (Fig. 2: AgeDB has no 3, so 4 is position 2).
+    """
+    from agekit.data.labels import AgeLabels
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(ages_by_name), figsize=(3.6 * len(ages_by_name), 3.4), squeeze=False)
+    for ax, (name, ages) in zip(axes.flat, ages_by_name.items()):
+        values = AgeLabels.from_ages(torch.as_tensor(ages)).values
+        positions = torch.arange(len(values))
+        ax.plot(values.numpy(), positions.numpy(), marker=".", linestyle="none", color="tab:blue",
+                label=f"{len(values)} labels")
+        present = set(values.tolist())
+        missing = [a for a in range(int(values[0]), int(values[-1]) + 1) if a not in present]
+        for age in missing:
+            after = int(torch.searchsorted(values, age))  # the position the next older age takes
+            ax.axvline(age, color="tab:red", linestyle=":", lw=1)
+            ax.annotate(f"no {age}: {int(values[after])} is position {after}", (age, after),
+                        xytext=(0.35, 0.12), textcoords="axes fraction", fontsize=8, color="tab:red",
+                        arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8})
+        ax.set_xlabel("age label (years)")
+        ax.set_ylabel("position")
+        ax.set_title(f"{name}: {int(values[0])}-{int(values[-1])} -> 0-{len(values) - 1}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_history(history: Sequence[Mapping], keys: Sequence[str] = ("loss", "val_mae"), title: str = "Training"):
     """One panel per key of a trainer's per-epoch history (keys as the trainer records them: "loss",
     "loss_age", "train_mae", "val_mae", "val_cs5", "lr", ...). Keys no epoch has are left out."""
