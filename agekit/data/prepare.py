@@ -29,10 +29,12 @@ from __future__ import annotations
 import collections
 import csv
 import datetime
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import uuid
 import warnings
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 from agekit import _checks
@@ -58,6 +60,7 @@ from agekit.data.formats import (
     Skip,
     get_format,
 )
+from agekit.data.images import ImageError, open_rgb
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split
 from agekit.data.store import ImageStore, StoreWriter
 
@@ -98,8 +101,7 @@ def load_face(source, image_size: int, box: Sequence[float] | None = None) -> np
 
     Taught in ``notebooks/10_real_datasets.ipynb``.
     """
-    with Image.open(source) as image:
-        image = image.convert("RGB")  # decodes; greyscale, CMYK and palettes become RGB
+    image = open_rgb(source)  # as it looks: upright, every mode as RGB, first frame; ImageError if unreadable
     region = square_region(image.width, image.height, box)
     if region != (0, 0, image.width, image.height):
         image = image.crop(region)  # Pillow fills the part outside the photo with black
@@ -107,11 +109,19 @@ def load_face(source, image_size: int, box: Sequence[float] | None = None) -> np
     return np.asarray(image).transpose(2, 0, 1)
 
 
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file; a FIFO, device or socket is refused without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        return handle.read()
+
+
 def _decode(record: Record, image_size: int) -> tuple[str | None, np.ndarray | None, str]:
     """(content digest, image [3, S, S] or None, error message or '') for one record."""
     try:
-        with open(record.source, "rb") as handle:
-            data = handle.read()
+        data = _read_regular(record.source)
     except OSError as error:
         return None, None, f"cannot read the file: {error.strerror or error}"
     digest = hashlib.blake2b(data, digest_size=16)
@@ -119,10 +129,8 @@ def _decode(record: Record, image_size: int) -> tuple[str | None, np.ndarray | N
         digest.update(repr(record.box).encode())
     try:
         return digest.hexdigest(), load_face(io.BytesIO(data), image_size, record.box), ""
-    except UnidentifiedImageError:
-        return digest.hexdigest(), None, "not an image Pillow can read (wrong type or damaged header)"
-    except Exception as error:  # Pillow raises many kinds for broken files; all mean "unreadable"
-        return digest.hexdigest(), None, f"{type(error).__name__}: {error}"
+    except ImageError as error:
+        return digest.hexdigest(), None, str(error)
 
 
 def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, workers: int, progress: bool):
@@ -203,8 +211,8 @@ def _temp_path(out: Path, name: str) -> Path:
     return out / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
 
 
-def _write_csv(path: Path, header: Sequence[str], rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+def _write_csv(path: Path, header: Sequence[str], rows, errors: str = "strict") -> None:
+    with open(path, "w", newline="", encoding="utf-8", errors=errors) as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
@@ -244,9 +252,12 @@ class PrepareSummary:
         return text
 
 
-def _check_root(root: Path) -> None:
+def _check_root(root: Path, spec) -> None:
     if not root.exists():
         raise DatasetError(f"root {str(root)!r} does not exist; pass the folder that holds the data set.")
+    if not root.is_dir() and not (spec.file_root and root.is_file()):
+        what = "a file" if root.is_file() else "not a folder"
+        raise DatasetError(f"root {str(root)!r} is {what}; pass the folder that holds the {spec.name} images.")
     if not os.access(root, os.R_OK) or (root.is_dir() and not os.access(root, os.X_OK)):
         raise DatasetError(f"root {str(root)!r} is not readable; check its permissions.")
 
@@ -286,7 +297,7 @@ def prepare(
     low, high = _checks.age_range("age_range", age_range)
     workers = _checks.positive_int("workers", workers if workers is not None else min(8, os.cpu_count() or 1))
     root, out = Path(root), Path(out)
-    _check_root(root)
+    _check_root(root, spec)
 
     try:
         records, skipped = spec.parse(root)
@@ -328,7 +339,7 @@ def prepare(
         )
         skipped_tmp, info_tmp, manifest_tmp = (_temp_path(out, n) for n in (SKIPPED_NAME, INFO_NAME, MANIFEST_NAME))
         temps += [skipped_tmp, info_tmp, manifest_tmp]
-        _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped)
+        _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped, errors="backslashreplace")
         info = {
             "format": format, "root": str(root.resolve()), "image_size": image_size, "split": split,
             "seed": seed, "age_range": [low, high], "images": len(kept), "splits": summary.splits,
