@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from agekit._io import LOCK_NAME, DiskFull, FolderBusy
 from agekit.data import formats
+from agekit.data import prepare as prepare_module
 from agekit.data.formats import BAD_NAME, MISSING, NOT_REGULAR, OUTSIDE_ROOT, DatasetError
 from agekit.data.images import BACKGROUND, ImageError, open_rgb, to_rgb
 from agekit.data.prepare import load_face, load_prepared, prepare
 from test_formats import IMDB_HEADER, MORPH_HEADER, make_agedb, make_megaage, write_csv, write_jpeg
 
 SIZE = 8
+_spec = importlib.util.spec_from_file_location("prepare_cli", Path(__file__).resolve().parents[1] / "data_scripts" / "prepare.py")
+_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cli)
+prepare_cli = _cli.main
 
 
 def run(format, root, out, **kwargs):
-    return prepare(format, root, out, image_size=SIZE, progress=False, workers=2, verbose=False, **kwargs)
+    kwargs.setdefault("image_size", SIZE)
+    return prepare(format, root, out, progress=False, workers=2, verbose=False, **kwargs)
 
 
 def skip_report(out: Path) -> dict[str, str]:
@@ -272,3 +285,132 @@ def test_broken_files_raise_one_clear_line(tmp_path, monkeypatch):
         with pytest.raises(ImageError, match=message) as caught:
             open_rgb(tmp_path / name)
         assert "\n" not in str(caught.value)
+
+
+# --- Ctrl-C, locks, leftovers and full disks -------------------------------------------------------
+
+SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "prepare.py"
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_ctrl_c_stops_promptly_cleans_up_and_keeps_the_previous_result(tmp_path):
+    root, out = tmp_path / "AgeDB", tmp_path / "out"
+    make_agedb(root)
+    run("agedb", root, out)
+    before = folder_bytes(out)
+    photo = write_jpeg(tmp_path / "photo.jpg", (500, 500), seed=7)
+    for k in range(2000):  # enough decoding (hard links are cheap to make) that Ctrl-C lands in the middle of it
+        os.link(photo, root / f"{1000 + k}_Many{k % 40}_{20 + k % 50}_m.jpg")
+    os.mkfifo(root / "00_Fifo_30_m.jpg")  # sorts first: a worker that opened it would block forever
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--format", "agedb", "--root", str(root), "--out", str(out), "--size", "64",
+         "--workers", "1", "--no-progress"], stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for _ in range(3000):  # decoding has begun once the store's temporary file exists
+            if list(out.glob(".images.u8.*.tmp")) or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the preparation ended before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("prepare.py did not stop within 20 s of Ctrl-C")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert folder_bytes(out) == before  # no temporary file left, the previous manifest and store untouched
+
+
+def test_a_second_preparation_into_the_same_folder_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, capsys):
+    root, out = tmp_path / "AgeDB", tmp_path / "out"
+    make_agedb(root)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from agekit._io import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'preparation'):\n    print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=rf"is in use by another preparation \(process {holder.pid}\)"):
+            run("agedb", root, out)
+        assert not (out / "manifest.csv").exists()
+        code = prepare_cli(["--format", "agedb", "--root", str(root), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "in use by another preparation" in err
+    finally:
+        holder.kill()  # like a crash: no chance to clean up
+        holder.wait()
+    assert (out / LOCK_NAME).exists()  # the dead process's lock file is still there ...
+    assert run("agedb", root, out).images == 30  # ... but the kernel released its lock
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_later_run_removes_what_killed_runs_left(tmp_path):
+    root, out = tmp_path / "AgeDB", tmp_path / "out"
+    make_agedb(root)
+    out.mkdir()
+    leftovers = [out / ".images.u8.0123456789ab.tmp", out / ".images.json.0123456789ab.tmp",
+                 out / ".manifest.csv.ba9876543210.tmp"]
+    with open(leftovers[0], "wb") as handle:
+        handle.truncate(10**9)  # as large as a killed run's store (sparse here)
+    for path in leftovers[1:]:
+        path.write_text("half")
+    (out / "notes.txt").write_text("mine")  # files that are not ours are left alone
+    run("agedb", root, out)
+    assert sorted(os.listdir(out)) == ["images.json", "images.u8", "manifest.csv", "notes.txt", "prepare.json",
+                                       "skipped.csv"]
+
+
+def test_a_store_without_its_data_file_says_so(tmp_path):
+    make_agedb(tmp_path / "a")
+    run("agedb", tmp_path / "a", tmp_path / "out")
+    (tmp_path / "out" / "images.u8").unlink()
+    with pytest.raises(FileNotFoundError, match=r"images.u8 is missing, though images.json describes it"):
+        load_prepared(tmp_path / "out")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: a disk that fills up. Mounting needs root, as CI has."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs these tests as root)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_not_enough_space_is_refused_before_decoding(tmp_path, small_disk):
+    root, out = tmp_path / "AgeDB", small_disk / "out"
+    make_agedb(root)
+    run("agedb", root, out)  # 30 faces at 8 px fit
+    before = folder_bytes(out)
+    with pytest.raises(DiskFull, match=rf"{out} has [\d.]+ MiB free but the image store of 30 faces at 160 px needs"):
+        run("agedb", root, out, image_size=160)  # 2.2 MiB of pixels
+    assert folder_bytes(out) == before
+
+
+def test_a_disk_that_fills_up_while_writing_gives_one_line_and_keeps_the_previous_result(
+    tmp_path, small_disk, monkeypatch, capsys
+):
+    root, out = tmp_path / "AgeDB", small_disk / "out"
+    make_agedb(root)
+    run("agedb", root, out)
+    before = folder_bytes(out)
+    plenty = shutil.disk_usage(tmp_path)._replace(free=10**12)
+    monkeypatch.setattr(prepare_module.shutil, "disk_usage", lambda path: plenty)  # the check passes; the disk fills
+    code = prepare_cli(["--format", "agedb", "--root", str(root), "--out", str(out), "--size", "160", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"no space left in {out}" in err and "MiB" in err
+    assert folder_bytes(out) == before  # no store-sized temporary file keeps the disk full

@@ -17,7 +17,11 @@ Pillow's antialiasing when shrinking).
 
 Every file is written under a temporary name first and renamed into place at the
 end, ``manifest.csv`` last; an older manifest is removed just before, so a run
-that stops early never leaves a manifest next to a store it does not describe.
+that stops early (an error, Ctrl-C, a full disk) never leaves a manifest next to
+a store it does not describe, and removes its temporary files. A run holds
+``out``'s lock (``agekit._io.folder_lock``): a second preparation into the same
+folder is refused, and temporary files that killed runs left there are deleted.
+Free space is checked before decoding.
 
 ``load_prepared(manifest)`` reads the result back for training.
 
@@ -34,6 +38,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import sys
 import uuid
@@ -49,6 +54,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from agekit import _checks
+from agekit._io import DiskFull, disk_full, folder_lock, remove_stale_temps
 from agekit.data.dataset import FaceDataset
 from agekit.data.formats import (
     AGE_RANGE,
@@ -59,10 +65,11 @@ from agekit.data.formats import (
     Record,
     Skip,
     get_format,
+    shown_name,
 )
 from agekit.data.images import ImageError, open_rgb
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split
-from agekit.data.store import ImageStore, StoreWriter
+from agekit.data.store import DATA_NAME, META_NAME, ImageStore, StoreWriter
 
 SPLIT_MODES = ("identity", "rank", "predefined")
 MANIFEST_NAME = "manifest.csv"
@@ -142,9 +149,8 @@ def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, wo
     window = 16 * workers  # decodes in flight ahead of the record being stored
     upcoming = iter(records)
     pending = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(records), desc="decoding", unit="img", disable=not progress, file=sys.stderr
-    ) as bar:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    with tqdm(total=len(records), desc="decoding", unit="img", disable=not progress, file=sys.stderr) as bar:
         try:
             for record in records:
                 for following in upcoming:
@@ -161,9 +167,8 @@ def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, wo
                     writer.write(len(kept), image)
                     kept.append(record)
                 bar.update()
-        finally:
-            for future in pending:
-                future.cancel()
+        finally:  # on Ctrl-C or an error, do not wait for decodes still in flight
+            pool.shutdown(wait=False, cancel_futures=True)
     return kept
 
 
@@ -321,7 +326,29 @@ def prepare(
     if not records:
         raise DatasetError(_empty_message(format, root, skipped))
 
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "preparation"):
+        remove_stale_temps(out, (DATA_NAME, META_NAME, MANIFEST_NAME, SKIPPED_NAME, INFO_NAME))
+        summary = _prepare_locked(format, root, out, records, skipped, image_size, split, seed, (low, high), workers,
+                                  progress)
+    if verbose:
+        print(summary.describe(), file=sys.stderr)
+    return summary
+
+
+def _check_space(out: Path, needed: int, images: int, image_size: int) -> None:
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise DiskFull(
+            errno.ENOSPC, f"{out} has {free / 2**20:.1f} MiB free but the image store of {images} faces at "
+            f"{image_size} px needs up to {needed / 2**20:.1f} MiB; free some space or choose another --out"
+        )
+
+
+def _prepare_locked(format, root, out, records, skipped, image_size, split, seed, age_range, workers, progress):
+    """The writing half of ``prepare``, run while holding ``out``'s lock."""
+    low, high = age_range
+    needed = len(records) * 3 * image_size * image_size + 2**20 + 200 * len(records)  # store, JSON, CSV rows
+    _check_space(out, needed, len(records), image_size)
     writer = StoreWriter(out, len(records), image_size)
     temps: list[Path] = []
     try:
@@ -341,7 +368,7 @@ def prepare(
         temps += [skipped_tmp, info_tmp, manifest_tmp]
         _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped, errors="backslashreplace")
         info = {
-            "format": format, "root": str(root.resolve()), "image_size": image_size, "split": split,
+            "format": format, "root": shown_name(str(root.resolve())), "image_size": image_size, "split": split,
             "seed": seed, "age_range": [low, high], "images": len(kept), "splits": summary.splits,
             "skipped": counts,
             "square": "longer side, centred on the image or face box, black padding; bilinear resize",
@@ -351,13 +378,14 @@ def prepare(
         _write_csv(manifest_tmp, MANIFEST_COLUMNS, _manifest_rows(kept, codes))
         renames += [(skipped_tmp, out / SKIPPED_NAME), (info_tmp, out / INFO_NAME), (manifest_tmp, out / MANIFEST_NAME)]
         _publish(renames, out / MANIFEST_NAME)
-    except BaseException:
+    except BaseException as error:
         writer.discard()
         for temp in temps:
             temp.unlink(missing_ok=True)
+        full = disk_full(error, out, needed) if isinstance(error, OSError) else error
+        if full is not error:
+            raise full from None
         raise
-    if verbose:
-        print(summary.describe(), file=sys.stderr)
     return summary
 
 
