@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -314,6 +315,7 @@ def test_ctrl_c_stops_promptly_cleans_up_and_keeps_the_previous_result(tmp_path)
             if list(out.glob(".images.u8.*.tmp")) or process.poll() is not None:
                 break
             time.sleep(0.02)
+        time.sleep(0.5)  # let the workers get going (on the FIFO too, for code that would open it)
         assert process.poll() is None, "the preparation ended before it could be interrupted"
         process.send_signal(signal.SIGINT)
         try:
@@ -376,18 +378,23 @@ def test_a_store_without_its_data_file_says_so(tmp_path):
         load_prepared(tmp_path / "out")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs: a disk that fills up. Mounting needs root, as CI has."""
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A small tmpfs mounted at ``folder``: a disk that fills up. Mounting needs root, as CI has."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs these tests as root)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
     try:
-        yield mount
+        yield folder
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with tmpfs(tmp_path / "small", "2m") as folder:
+        yield folder
 
 
 def test_not_enough_space_is_refused_before_decoding(tmp_path, small_disk):
