@@ -174,6 +174,10 @@ def test_annotation_files_must_be_utf8_and_the_message_names_them(tmp_path):
     (tmp_path / "mega" / "list" / "test_name.txt").write_bytes(b"\xff\xfe1.jpg\n")
     with pytest.raises(DatasetError, match=r"test_name.txt is not UTF-8 text \(byte 0xff on line 1\)"):
         formats.parse_megaage_asian(tmp_path / "mega")
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.csv").write_bytes(b"index,path,age,gender,identity,split\n0,\xe9.jpg,3,,a,train\n")
+    with pytest.raises(DatasetError, match=r"manifest.csv is not UTF-8 text \(byte 0xe9 on line 2\)"):
+        load_prepared(tmp_path / "prepared")
 
 
 def test_a_root_that_is_a_file_is_named_as_such(tmp_path):

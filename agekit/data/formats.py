@@ -230,8 +230,8 @@ def _gender_letter(text) -> int:
     return {"m": 0, "male": 0, "f": 1, "female": 1}.get(value, -1)
 
 
-def _read_text(path: Path) -> str:
-    """A data set's annotation file as text: it must be a regular file in UTF-8 (a BOM is fine)."""
+def read_text(path: Path) -> str:
+    """An annotation file or manifest as text: it must be a regular file in UTF-8 (a BOM is fine)."""
     if not path.is_file():
         raise DatasetError(f"{path} is not a regular file; an annotation file must be one.")
     data = path.read_bytes()
@@ -247,7 +247,7 @@ def _read_text(path: Path) -> str:
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV as dicts with lower-case, trimmed column names (a UTF-8 BOM is fine)."""
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     if reader.fieldnames is None:
         raise DatasetError(f"{path} is empty; expected a header row.")
     reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
@@ -483,7 +483,7 @@ def _megaage_base(root: Path) -> Path:
 def _read_lines(path: Path) -> list[str]:
     if not path.exists():
         raise DatasetError(f"{path} is missing; MegaAge-Asian needs list/{{train,test}}_{{name,age}}.txt.")
-    lines = [line.strip() for line in _read_text(path).splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines

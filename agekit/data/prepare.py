@@ -65,6 +65,7 @@ from agekit.data.formats import (
     Record,
     Skip,
     get_format,
+    read_text,
     shown_name,
 )
 from agekit.data.images import ImageError, open_rgb
@@ -464,12 +465,11 @@ def load_prepared(manifest_path) -> PreparedData:
         raise FileNotFoundError(
             f"No manifest at {str(path)!r}. Run data_scripts/prepare.py first; a run that stopped early leaves none."
         )
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS[1:] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks the columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    missing = [c for c in MANIFEST_COLUMNS[1:] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
+    rows = list(reader)
     if not rows:
         raise ValueError(f"{path} has no rows.")
     store = ImageStore.open(path.parent)
