@@ -199,7 +199,8 @@ def load_torch(path, map_location="cpu", error: type[Exception] = ValueError, ad
         raise error(f"{path} is empty (0 bytes); it was not written completely.")
     if not (head.startswith(_ZIP) or head.startswith(_PICKLE)):
         kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "bytes"
-        raise error(f"{path} is not a torch file: it starts with {kind} {head!r}, not the zip archive torch.save writes.")
+        raise error(f"{path} is not a torch file: it starts with {kind} {head!r}, not the zip archive "
+                    "torch.save writes.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as failure:

@@ -27,7 +27,8 @@ from agekit.data.prepare import load_face, load_prepared, prepare
 from test_formats import IMDB_HEADER, MORPH_HEADER, make_agedb, make_megaage, write_csv, write_jpeg
 
 SIZE = 8
-_spec = importlib.util.spec_from_file_location("prepare_cli", Path(__file__).resolve().parents[1] / "data_scripts" / "prepare.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "prepare.py"
+_spec = importlib.util.spec_from_file_location("prepare_cli", SCRIPT)
 _cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_cli)
 prepare_cli = _cli.main
@@ -175,7 +176,8 @@ def test_annotation_files_must_be_utf8_and_the_message_names_them(tmp_path):
     with pytest.raises(DatasetError, match=r"test_name.txt is not UTF-8 text \(byte 0xff on line 1\)"):
         formats.parse_megaage_asian(tmp_path / "mega")
     (tmp_path / "prepared").mkdir()
-    (tmp_path / "prepared" / "manifest.csv").write_bytes(b"index,path,age,gender,identity,split\n0,\xe9.jpg,3,,a,train\n")
+    manifest = b"index,path,age,gender,identity,split\n0,\xe9.jpg,3,,a,train\n"
+    (tmp_path / "prepared" / "manifest.csv").write_bytes(manifest)
     with pytest.raises(DatasetError, match=r"manifest.csv is not UTF-8 text \(byte 0xe9 on line 2\)"):
         load_prepared(tmp_path / "prepared")
 
@@ -293,9 +295,6 @@ def test_broken_files_raise_one_clear_line(tmp_path, monkeypatch):
 
 
 # --- Ctrl-C, locks, leftovers and full disks -------------------------------------------------------
-
-SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "prepare.py"
-
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}

@@ -233,7 +233,7 @@ def _gender_letter(text) -> int:
 def read_text(path: Path) -> str:
     """An annotation file or manifest as text: it must be a regular file in UTF-8 (a BOM is fine)."""
     if not path.is_file():
-        raise DatasetError(f"{path} is not a regular file; an annotation file must be one.")
+        raise DatasetError(f"{path} is not a regular file; pass the data set's own annotation file.")
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
