@@ -175,6 +175,7 @@ def _image_files(root: Path) -> tuple[list[tuple[str, str]], list[Skip]]:
     found, skipped = [], []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        real_folder = os.path.realpath(folder)  # the walk follows no links below the root, so this stays inside
         for name in dirs:
             link = os.path.join(folder, name)
             if os.path.islink(link) and resolve_inside(root, link)[1] == OUTSIDE_ROOT:
@@ -186,6 +187,13 @@ def _image_files(root: Path) -> tuple[list[tuple[str, str]], list[Skip]]:
                 rel = Path(os.path.relpath(link, root)).as_posix()
                 if not _utf8(rel):
                     skipped.append(Skip(shown_name(rel), BAD_NAME, "rename it to valid UTF-8 to keep it"))
+                    continue
+                try:
+                    mode = os.lstat(link).st_mode
+                except OSError:
+                    continue  # removed while walking
+                if stat.S_ISREG(mode):  # the common case, without resolving every path again
+                    found.append((rel, os.path.join(real_folder, name)))
                     continue
                 source, reason, detail = resolve_inside(root, link)
                 if source is None:
