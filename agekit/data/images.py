@@ -21,7 +21,7 @@ landscapes), animated files (GIF, APNG, WebP, multi-page TIFF) give their first
 frame, and every failure (not an image, truncated, empty, more pixels than
 ``Image.MAX_IMAGE_PIXELS`` allows) raises ``ImageError`` with a one-line reason.
 
-Taught in ``notebooks/10_real_datasets.ipynb``.
+Used by ``agekit.data.prepare.load_face`` (``notebooks/10_real_datasets.ipynb``).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def open_rgb(source) -> Image.Image:
     """Decode an image file (path or binary file object) as it looks: an RGB Pillow image, upright.
 
     Raises ``ImageError`` for anything that is not a decodable image.
-    Taught in ``notebooks/10_real_datasets.ipynb``.
+    Used by ``load_face``, so preparation and ``agekit predict`` see the same pixels.
     """
     try:
         with Image.open(source) as image:
