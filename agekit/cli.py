@@ -132,6 +132,7 @@ def _read_toml(path) -> dict:
 
 
 def _train(args) -> int:
+    from agekit._io import DiskFull
     from agekit.training import distributed
     from agekit.training.trainer import train
 
@@ -141,6 +142,13 @@ def _train(args) -> int:
         raise UserError(f"{out} already holds a training run (last.pt); add --resume to continue it, or pick another --out.")
     try:
         result = train(config, out_dir=out, progress=not args.no_progress, resume=args.resume, verbose=True)
+    except (KeyboardInterrupt, DiskFull) as error:
+        if not (out / "last.pt").is_file():
+            raise
+        stopped = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
+        print(f"agekit: {stopped}; last.pt keeps the last finished epoch: continue with "
+              f"agekit train --out {out} --resume", file=sys.stderr)
+        return 130 if isinstance(error, KeyboardInterrupt) else 2
     finally:
         distributed.shutdown()
     if distributed.from_environment().is_main:
@@ -170,6 +178,7 @@ def _predict(args) -> int:
     from PIL import UnidentifiedImageError
 
     from agekit.data.dataset import FaceDataset
+    from agekit.data.images import ImageError
     from agekit.data.prepare import load_face
     from agekit.training.trainer import load_trained, predict
 
@@ -179,11 +188,15 @@ def _predict(args) -> int:
     size = result.config.data.image_size
     images = []
     for path in args.images:
+        if Path(path).is_dir():
+            raise UserError(f"Image {path!r} is a folder; pass image files.")
         if not Path(path).is_file():
+            if Path(path).exists():
+                raise UserError(f"Image {path!r} is not a regular file (a FIFO, device or socket).")
             raise FileNotFoundError(f"Image {path!r} does not exist.")
         try:
             images.append(torch.from_numpy(load_face(path, size).copy()))
-        except (UnidentifiedImageError, OSError) as error:
+        except (ImageError, UnidentifiedImageError, OSError) as error:
             raise UserError(f"Cannot read {path} as an image: {error}") from None
     dataset = FaceDataset(torch.stack(images), torch.zeros(len(images), dtype=torch.int64))
     predictions = predict(result, dataset)
@@ -211,13 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agekit._io import WriteError
     from agekit.training.trainer import TrainingDiverged
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, TrainingDiverged) as error:
+    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, TrainingDiverged,
+            WriteError) as error:
         print(f"agekit: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

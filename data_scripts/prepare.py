@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 age_range=(args.min_age, args.max_age), workers=args.workers, progress=not args.no_progress,
             )
         except KeyboardInterrupt:
-            print("interrupted; nothing was published (no new manifest.csv).", file=sys.stderr)
+            print(f"interrupted: temporary files removed; {args.out} keeps its previous result, if any.",
+                  file=sys.stderr)
             return 130
         except (ValueError, TypeError, OSError, ImportError) as error:
             if args.debug:

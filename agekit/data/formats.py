@@ -13,17 +13,26 @@ Conventions shared by all formats:
   sets without identities use the photo itself (each image its own person);
 * ``path``: the image's path relative to the root, with ``/`` separators.
 
+Nothing outside the root is read. Every image path, whether found by walking
+the folder or written in a data set's CSV or list file, goes through
+``resolve_inside``: with every symbolic link followed it must name a regular
+file inside the root, else it is skipped (``outside root``, ``not a regular
+file``). Links to folders are not followed while walking. A file name that is
+not valid UTF-8 is skipped (``name not UTF-8``) before anything is decoded.
+
 Taught in ``notebooks/10_real_datasets.ipynb``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
+import stat
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +49,9 @@ UNREADABLE = "unreadable image"
 AGE_RANGE = "age out of range"
 DUPLICATE = "duplicate"
 NO_METADATA = "not in metadata"
+OUTSIDE_ROOT = "outside root"
+NOT_REGULAR = "not a regular file"
+BAD_NAME = "name not UTF-8"
 
 SPLIT_CODES = {"train": 0, "val": 1, "valid": 1, "test": 2}
 
@@ -84,6 +96,7 @@ class FormatSpec:
     split_modes: tuple[str, ...]
     has_gender: bool
     layout: str
+    file_root: bool = False  # the root may be a file (MORPH: its CSV) instead of a folder
 
 
 # --- small shared helpers ---------------------------------------------------------------
@@ -94,23 +107,108 @@ def _person(name: str) -> str:
     return unicodedata.normalize("NFC", name).strip()
 
 
-def _image_files(root: Path) -> list[tuple[str, str]]:
-    """(relative posix path, absolute path) of every image under ``root``, sorted by path."""
-    found = []
+def shown_name(name: str) -> str:
+    """A path for reports: bytes that are not UTF-8 (kept by Python as surrogates) shown as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def resolve_inside(root, path) -> tuple[str | None, str, str]:
+    """Where ``path`` may be read: ``(real path, "", "")``, or ``(None, reason, detail)`` when it must not be.
+
+    ``path`` (absolute, or relative to the working folder) is followed through
+    every symbolic link; it must end inside ``root`` (itself resolved) and be a
+    regular file. ``../`` escapes, absolute paths elsewhere and links out of the
+    root give ``OUTSIDE_ROOT``; FIFOs, devices, sockets and folders give
+    ``NOT_REGULAR``; a path to nothing gives ``MISSING``.
+    """
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    try:
+        inside = os.path.commonpath([real_root, real]) == real_root
+    except ValueError:  # another drive (Windows)
+        inside = False
+    if not inside:
+        return None, OUTSIDE_ROOT, f"resolves to {shown_name(real)}, outside {shown_name(real_root)}"
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return None, MISSING, "no such file"
+    if not stat.S_ISREG(mode):
+        return None, NOT_REGULAR, "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+    return real, "", ""
+
+
+def find_inside(root: Path, bases: Sequence[Path], name: str) -> tuple[Path | None, str | None, str, str]:
+    """Look up a path read from an annotation file: ``(base / name, real path, "", "")`` for the first base
+    where ``resolve_inside`` accepts it, else ``(None, None, reason, detail)``.
+
+    Every format that reads image paths from a CSV or list file calls this, so no
+    such path is read outside ``root``. Bases outside the root are ignored; the
+    reason is ``MISSING`` unless some candidate exists but is refused.
+    """
+    refused = None
+    for base in dict.fromkeys(bases):
+        if resolve_inside(root, base)[1] == OUTSIDE_ROOT:
+            continue
+        real, reason, detail = resolve_inside(root, base / name)
+        if real is not None:
+            return base / name, real, "", ""
+        if reason != MISSING and refused is None:
+            refused = (reason, f"{name!r} {detail}")
+    if refused is None and Path(name).is_absolute():
+        refused = (OUTSIDE_ROOT, f"{name!r} is an absolute path")
+    return (None, None, *(refused or (MISSING, "no such file")))
+
+
+def _image_files(root: Path) -> tuple[list[tuple[str, str]], list[Skip]]:
+    """(relative posix path, real path) of every usable image under ``root``, sorted, and the files skipped.
+
+    Links to folders are not followed (one pointing out of the root is reported).
+    """
+    found, skipped = [], []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        real_folder = os.path.realpath(folder)  # the walk follows no links below the root, so this stays inside
+        for name in dirs:
+            link = os.path.join(folder, name)
+            if os.path.islink(link) and resolve_inside(root, link)[1] == OUTSIDE_ROOT:
+                rel = Path(os.path.relpath(link, root)).as_posix()
+                skipped.append(Skip(shown_name(rel), OUTSIDE_ROOT, "a link to a folder outside the root"))
         for name in files:
             if name.lower().endswith(IMAGE_SUFFIXES):
-                source = os.path.join(folder, name)
-                found.append((Path(os.path.relpath(source, root)).as_posix(), source))
+                link = os.path.join(folder, name)
+                rel = Path(os.path.relpath(link, root)).as_posix()
+                if not _utf8(rel):
+                    skipped.append(Skip(shown_name(rel), BAD_NAME, "rename it to valid UTF-8 to keep it"))
+                    continue
+                try:
+                    mode = os.lstat(link).st_mode
+                except OSError:
+                    continue  # removed while walking
+                if stat.S_ISREG(mode):  # the common case, without resolving every path again
+                    found.append((rel, os.path.join(real_folder, name)))
+                    continue
+                source, reason, detail = resolve_inside(root, link)
+                if source is None:
+                    skipped.append(Skip(rel, reason, detail))
+                else:
+                    found.append((rel, source))
     found.sort()
-    return found
+    return found, skipped
 
 
 def _from_file_names(root: Path, parse_name: Callable[[str], dict | None], layout: str) -> Parsed:
     """Parse formats whose labels live in the file path; ``parse_name(rel)`` gives Record fields or None."""
-    records, skipped = [], []
-    for rel, source in _image_files(root):
+    files, skipped = _image_files(root)
+    records = []
+    for rel, source in files:
         fields = parse_name(rel)
         if fields is None:
             skipped.append(Skip(rel, UNPARSEABLE, f"expected {layout}"))
@@ -140,14 +238,28 @@ def _gender_letter(text) -> int:
     return {"m": 0, "male": 0, "f": 1, "female": 1}.get(value, -1)
 
 
+def read_text(path: Path) -> str:
+    """An annotation file or manifest as text: it must be a regular file in UTF-8 (a BOM is fine)."""
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a regular file; pass the data set's own annotation file.")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) and run again."
+        ) from None
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV as dicts with lower-case, trimmed column names (a UTF-8 BOM is fine)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            raise DatasetError(f"{path} is empty; expected a header row.")
-        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
-        return list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if reader.fieldnames is None:
+        raise DatasetError(f"{path} is empty; expected a header row.")
+    reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
+    return list(reader)
 
 
 def _relative(path: str, root: Path) -> str:
@@ -292,6 +404,8 @@ def _find_morph_csv(root: Path) -> Path:
     for pattern in ("*.csv", "**/*.csv"):
         found = []
         for path in sorted(root.glob(pattern)):
+            if resolve_inside(root, path)[0] is None:
+                continue
             with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
                 header = {h.strip().lower() for h in next(csv.reader(handle), [])}
             if {"id_num", "age"} <= header and ({"photo", "picture_num"} & header):
@@ -325,21 +439,27 @@ def parse_morph(root: Path) -> Parsed:
     rows = _read_csv(csv_path)
     by_key = None  # {(id, picture): source}, built on first need
 
-    def locate(row: dict[str, str]) -> str | None:
+    def locate(row: dict[str, str]) -> tuple[str | None, str | None, str, str]:
+        """(path as named, real path, "", "") of the row's image, or (None, None, reason, detail)."""
         nonlocal by_key
         photo = (row.get("photo") or "").strip().replace("\\", "/")
-        if photo and (base / photo).is_file():
-            return str(base / photo)
+        if photo:
+            named, real, reason, detail = find_inside(top, [base], photo)
+            if real is not None:
+                return str(named), real, "", ""
+            if reason != MISSING:
+                return None, None, reason, f"photo {detail}"
         person, picture = _whole_number(row.get("id_num", "")), _whole_number(row.get("picture_num", ""))
         if person is None or picture is None:
-            return None
+            return None, None, MISSING, ""
         if by_key is None:
             by_key = {}
-            for _, source in _image_files(base):
-                match = _MORPH_NAME.match(Path(source).stem)
+            for rel, real in _image_files(base)[0]:
+                match = _MORPH_NAME.match(Path(rel).stem)
                 if match:
-                    by_key.setdefault((int(match["id"]), int(match["picture"])), source)
-        return by_key.get((person, picture))
+                    by_key.setdefault((int(match["id"]), int(match["picture"])), (str(base / rel), real))
+        named, real = by_key.get((person, picture), (None, None))
+        return named, real, "" if real else MISSING, ""
 
     records, skipped = [], []
     for line, row in enumerate(rows, start=2):
@@ -348,19 +468,19 @@ def parse_morph(root: Path) -> Parsed:
         if person is None or age is None:
             skipped.append(Skip(label, BAD_ANNOTATION, f"line {line}: id_num or age is not a whole number"))
             continue
-        source = locate(row)
+        named, source, reason, detail = locate(row)
         if source is None:
-            detail = f"line {line}: no image for id {person}, picture {row.get('picture_num')}"
-            skipped.append(Skip(label, MISSING, detail))
+            detail = detail or f"no image for id {person}, picture {row.get('picture_num')}"
+            skipped.append(Skip(label, reason, f"line {line}: {detail}"))
             continue
         gender = _gender_letter(row.get("gender", ""))
-        records.append(Record(path=_relative(source, top), source=source, age=age, gender=gender, identity=str(person)))
+        records.append(Record(path=_relative(named, top), source=source, age=age, gender=gender, identity=str(person)))
     return Parsed(records, skipped)
 
 
 def _megaage_base(root: Path) -> Path:
     for base in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
-        if (base / "list" / "train_name.txt").is_file():
+        if resolve_inside(root, base / "list" / "train_name.txt")[0] is not None:
             return base
     raise DatasetError(
         f"No list/train_name.txt under {root}; MegaAge-Asian needs train/, test/ and "
@@ -369,9 +489,9 @@ def _megaage_base(root: Path) -> Path:
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"{path} is missing; MegaAge-Asian needs list/{{train,test}}_{{name,age}}.txt.")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines
@@ -394,15 +514,16 @@ def parse_megaage_asian(root: Path) -> Parsed:
                 "they must be line-aligned."
             )
         for line, (name, age_text) in enumerate(zip(names, ages), start=1):
-            source = base / part / name
-            rel = _relative(str(source), root)
+            rel = _relative(str(base / part / name), root)
             age = _whole_number(age_text)
             if age is None:
                 skipped.append(Skip(rel, BAD_ANNOTATION, f"list/{part}_age.txt line {line}: {age_text!r}"))
-            elif not source.is_file():
-                skipped.append(Skip(rel, MISSING, f"listed in list/{part}_name.txt line {line}"))
+                continue
+            _, source, reason, detail = find_inside(root, [base / part], name)
+            if source is None:
+                skipped.append(Skip(rel, reason, f"listed in list/{part}_name.txt line {line}: {detail}"))
             else:
-                records.append(Record(path=rel, source=str(source), age=age, identity=rel, split=code))
+                records.append(Record(path=rel, source=source, age=age, identity=rel, split=code))
     return Parsed(records, skipped)
 
 
@@ -414,7 +535,7 @@ def _imdb_csvs(root: Path) -> dict[str, Path]:
     found: dict[str, list[Path]] = {}
     for path in sorted(root.rglob("imdb_*.csv")):
         match = _IMDB_CSV.match(path.name)
-        if match:
+        if match and resolve_inside(root, path)[0] is not None:
             found.setdefault(match["split"], []).append(path)
     if not found:
         raise DatasetError(f"No imdb_{{train,valid,test}}*.csv under {root}; IMDB-Clean ships them in csvs/.")
@@ -447,13 +568,13 @@ def parse_imdb_clean(root: Path) -> Parsed:
             if age is None or person is None or None in box or box[2] <= box[0] or box[3] <= box[1]:
                 skipped.append(Skip(label, BAD_ANNOTATION, f"{csv_path.name} line {line}: age, nm id or box unusable"))
                 continue
-            source = next((b / name for b in bases if (b / name).is_file()), None)
+            named, source, reason, detail = find_inside(root, bases, name)
             if source is None:
-                skipped.append(Skip(label, MISSING, f"{csv_path.name} line {line}"))
+                skipped.append(Skip(label, reason, f"{csv_path.name} line {line}: {detail}"))
                 continue
             records.append(
                 Record(
-                    path=_relative(str(source), root), source=str(source), age=age,
+                    path=_relative(str(named), root), source=source, age=age,
                     gender=_gender_letter(row.get("gender", "")), identity=person.group(0),
                     split=SPLIT_CODES[split], box=tuple(box),
                 )
@@ -473,7 +594,8 @@ FORMATS: dict[str, FormatSpec] = {
         ),
         FormatSpec("utkface", parse_utkface, ("identity",), True, "[age]_[gender]_[race]_[datetime].jpg[.chip.jpg]"),
         FormatSpec(
-            "morph", parse_morph, ("identity",), True, "CSV id_num,picture_num,...,gender,...,age[,photo] + images"
+            "morph", parse_morph, ("identity",), True, "CSV id_num,picture_num,...,gender,...,age[,photo] + images",
+            file_root=True,
         ),
         FormatSpec(
             "megaage_asian", parse_megaage_asian, ("identity", "predefined"), False,

@@ -17,7 +17,11 @@ Pillow's antialiasing when shrinking).
 
 Every file is written under a temporary name first and renamed into place at the
 end, ``manifest.csv`` last; an older manifest is removed just before, so a run
-that stops early never leaves a manifest next to a store it does not describe.
+that stops early (an error, Ctrl-C, a full disk) never leaves a manifest next to
+a store it does not describe, and removes its temporary files. A run holds
+``out``'s lock (``agekit._io.folder_lock``): a second preparation into the same
+folder is refused, and temporary files that killed runs left there are deleted.
+Free space is checked before decoding.
 
 ``load_prepared(manifest)`` reads the result back for training.
 
@@ -29,10 +33,13 @@ from __future__ import annotations
 import collections
 import csv
 import datetime
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
+import stat
 import sys
 import uuid
 import warnings
@@ -43,10 +50,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 from agekit import _checks
+from agekit._io import DiskFull, disk_full, folder_lock, remove_stale_temps
 from agekit.data.dataset import FaceDataset
 from agekit.data.formats import (
     AGE_RANGE,
@@ -57,9 +65,12 @@ from agekit.data.formats import (
     Record,
     Skip,
     get_format,
+    read_text,
+    shown_name,
 )
+from agekit.data.images import ImageError, open_rgb
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split
-from agekit.data.store import ImageStore, StoreWriter
+from agekit.data.store import DATA_NAME, META_NAME, ImageStore, StoreWriter
 
 SPLIT_MODES = ("identity", "rank", "predefined")
 MANIFEST_NAME = "manifest.csv"
@@ -98,8 +109,7 @@ def load_face(source, image_size: int, box: Sequence[float] | None = None) -> np
 
     Taught in ``notebooks/10_real_datasets.ipynb``.
     """
-    with Image.open(source) as image:
-        image = image.convert("RGB")  # decodes; greyscale, CMYK and palettes become RGB
+    image = open_rgb(source)  # as it looks: upright, every mode as RGB, first frame; ImageError if unreadable
     region = square_region(image.width, image.height, box)
     if region != (0, 0, image.width, image.height):
         image = image.crop(region)  # Pillow fills the part outside the photo with black
@@ -107,11 +117,19 @@ def load_face(source, image_size: int, box: Sequence[float] | None = None) -> np
     return np.asarray(image).transpose(2, 0, 1)
 
 
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file; a FIFO, device or socket is refused without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        return handle.read()
+
+
 def _decode(record: Record, image_size: int) -> tuple[str | None, np.ndarray | None, str]:
     """(content digest, image [3, S, S] or None, error message or '') for one record."""
     try:
-        with open(record.source, "rb") as handle:
-            data = handle.read()
+        data = _read_regular(record.source)
     except OSError as error:
         return None, None, f"cannot read the file: {error.strerror or error}"
     digest = hashlib.blake2b(data, digest_size=16)
@@ -119,10 +137,8 @@ def _decode(record: Record, image_size: int) -> tuple[str | None, np.ndarray | N
         digest.update(repr(record.box).encode())
     try:
         return digest.hexdigest(), load_face(io.BytesIO(data), image_size, record.box), ""
-    except UnidentifiedImageError:
-        return digest.hexdigest(), None, "not an image Pillow can read (wrong type or damaged header)"
-    except Exception as error:  # Pillow raises many kinds for broken files; all mean "unreadable"
-        return digest.hexdigest(), None, f"{type(error).__name__}: {error}"
+    except ImageError as error:
+        return digest.hexdigest(), None, str(error)
 
 
 def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, workers: int, progress: bool):
@@ -134,9 +150,8 @@ def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, wo
     window = 16 * workers  # decodes in flight ahead of the record being stored
     upcoming = iter(records)
     pending = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(records), desc="decoding", unit="img", disable=not progress, file=sys.stderr
-    ) as bar:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    with tqdm(total=len(records), desc="decoding", unit="img", disable=not progress, file=sys.stderr) as bar:
         try:
             for record in records:
                 for following in upcoming:
@@ -153,9 +168,8 @@ def _decode_all(records, writer: StoreWriter, skipped: list, image_size: int, wo
                     writer.write(len(kept), image)
                     kept.append(record)
                 bar.update()
-        finally:
-            for future in pending:
-                future.cancel()
+        finally:  # on Ctrl-C or an error, do not wait for decodes still in flight
+            pool.shutdown(wait=False, cancel_futures=True)
     return kept
 
 
@@ -203,8 +217,8 @@ def _temp_path(out: Path, name: str) -> Path:
     return out / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
 
 
-def _write_csv(path: Path, header: Sequence[str], rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+def _write_csv(path: Path, header: Sequence[str], rows, errors: str = "strict") -> None:
+    with open(path, "w", newline="", encoding="utf-8", errors=errors) as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
@@ -244,9 +258,12 @@ class PrepareSummary:
         return text
 
 
-def _check_root(root: Path) -> None:
+def _check_root(root: Path, spec) -> None:
     if not root.exists():
         raise DatasetError(f"root {str(root)!r} does not exist; pass the folder that holds the data set.")
+    if not root.is_dir() and not (spec.file_root and root.is_file()):
+        what = "a file" if root.is_file() else "not a folder"
+        raise DatasetError(f"root {str(root)!r} is {what}; pass the folder that holds the {spec.name} images.")
     if not os.access(root, os.R_OK) or (root.is_dir() and not os.access(root, os.X_OK)):
         raise DatasetError(f"root {str(root)!r} is not readable; check its permissions.")
 
@@ -286,7 +303,7 @@ def prepare(
     low, high = _checks.age_range("age_range", age_range)
     workers = _checks.positive_int("workers", workers if workers is not None else min(8, os.cpu_count() or 1))
     root, out = Path(root), Path(out)
-    _check_root(root)
+    _check_root(root, spec)
 
     try:
         records, skipped = spec.parse(root)
@@ -310,7 +327,29 @@ def prepare(
     if not records:
         raise DatasetError(_empty_message(format, root, skipped))
 
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "preparation"):
+        remove_stale_temps(out, (DATA_NAME, META_NAME, MANIFEST_NAME, SKIPPED_NAME, INFO_NAME))
+        summary = _prepare_locked(format, root, out, records, skipped, image_size, split, seed, (low, high), workers,
+                                  progress)
+    if verbose:
+        print(summary.describe(), file=sys.stderr)
+    return summary
+
+
+def _check_space(out: Path, needed: int, images: int, image_size: int) -> None:
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise DiskFull(
+            errno.ENOSPC, f"{out} has {free / 2**20:.1f} MiB free but the image store of {images} faces at "
+            f"{image_size} px needs up to {needed / 2**20:.1f} MiB; free some space or choose another --out"
+        )
+
+
+def _prepare_locked(format, root, out, records, skipped, image_size, split, seed, age_range, workers, progress):
+    """The writing half of ``prepare``, run while holding ``out``'s lock."""
+    low, high = age_range
+    needed = len(records) * 3 * image_size * image_size + 2**20 + 200 * len(records)  # store, JSON, CSV rows
+    _check_space(out, needed, len(records), image_size)
     writer = StoreWriter(out, len(records), image_size)
     temps: list[Path] = []
     try:
@@ -328,9 +367,9 @@ def prepare(
         )
         skipped_tmp, info_tmp, manifest_tmp = (_temp_path(out, n) for n in (SKIPPED_NAME, INFO_NAME, MANIFEST_NAME))
         temps += [skipped_tmp, info_tmp, manifest_tmp]
-        _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped)
+        _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped, errors="backslashreplace")
         info = {
-            "format": format, "root": str(root.resolve()), "image_size": image_size, "split": split,
+            "format": format, "root": shown_name(str(root.resolve())), "image_size": image_size, "split": split,
             "seed": seed, "age_range": [low, high], "images": len(kept), "splits": summary.splits,
             "skipped": counts,
             "square": "longer side, centred on the image or face box, black padding; bilinear resize",
@@ -340,13 +379,14 @@ def prepare(
         _write_csv(manifest_tmp, MANIFEST_COLUMNS, _manifest_rows(kept, codes))
         renames += [(skipped_tmp, out / SKIPPED_NAME), (info_tmp, out / INFO_NAME), (manifest_tmp, out / MANIFEST_NAME)]
         _publish(renames, out / MANIFEST_NAME)
-    except BaseException:
+    except BaseException as error:
         writer.discard()
         for temp in temps:
             temp.unlink(missing_ok=True)
+        full = disk_full(error, out, needed) if isinstance(error, OSError) else error
+        if full is not error:
+            raise full from None
         raise
-    if verbose:
-        print(summary.describe(), file=sys.stderr)
     return summary
 
 
@@ -425,12 +465,11 @@ def load_prepared(manifest_path) -> PreparedData:
         raise FileNotFoundError(
             f"No manifest at {str(path)!r}. Run data_scripts/prepare.py first; a run that stopped early leaves none."
         )
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS[1:] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks the columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    missing = [c for c in MANIFEST_COLUMNS[1:] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
+    rows = list(reader)
     if not rows:
         raise ValueError(f"{path} has no rows.")
     store = ImageStore.open(path.parent)

@@ -21,6 +21,7 @@ Taught in ``notebooks/10_real_datasets.ipynb``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -77,7 +78,12 @@ class ImageStore:
             raise ValueError(f"{meta_path} has shape {shape}; expected [N, 3, S, S].")
         data_path = meta_path.parent / meta.get("file", DATA_NAME)
         expected = int(np.prod(shape))
-        actual = data_path.stat().st_size if data_path.is_file() else -1
+        if not data_path.is_file():
+            raise FileNotFoundError(
+                f"{data_path} is missing, though {meta_path.name} describes it; the store is incomplete. "
+                "Prepare the data set again."
+            )
+        actual = data_path.stat().st_size
         if actual != expected:
             raise ValueError(
                 f"{data_path} holds {actual} bytes but {meta_path.name} promises {expected} "
@@ -166,35 +172,43 @@ class ImageStore:
 class StoreWriter:
     """Writes a store under temporary names; ``finish`` says which renames publish it.
 
-    ``capacity`` rows are reserved up front; ``finish(count)`` keeps the first
-    ``count``. Nothing carries a final name until the caller renames the pairs
-    ``finish`` returns, so an interrupted run never leaves a store that looks
-    complete. ``discard`` deletes the temporary files.
+    At most ``capacity`` rows; ``finish(count)`` keeps the first ``count``.
+    Rows are written with ordinary file writes (not through a memory map, where
+    a full disk kills the process with SIGBUS), so a full disk raises
+    ``OSError``. Nothing carries a final name until the caller renames the
+    pairs ``finish`` returns, so an interrupted run never leaves a store that
+    looks complete. ``discard`` deletes the temporary files.
     """
 
     def __init__(self, directory: str | os.PathLike, capacity: int, image_size: int):
         self.directory = Path(directory)
         self.capacity = _checks.positive_int("capacity", capacity)
         self.image_size = _checks.positive_int("image_size", image_size)
+        self.row_bytes = 3 * self.image_size * self.image_size
         token = uuid.uuid4().hex[:12]
         self.data_tmp = self.directory / f".{DATA_NAME}.{token}.tmp"
         self.meta_tmp = self.directory / f".{META_NAME}.{token}.tmp"
-        shape = (self.capacity, 3, self.image_size, self.image_size)
-        self._array = np.memmap(self.data_tmp, dtype=np.uint8, mode="w+", shape=shape)
+        self._file = open(self.data_tmp, "xb")
+        self._next = 0  # the row the file position is at
 
     def write(self, row: int, image: np.ndarray) -> None:
-        """Put one uint8 image [3, S, S] at ``row``."""
-        self._array[row] = image
+        """Put one uint8 image [3, S, S] at ``row`` (rows written in order need no seek)."""
+        if not 0 <= row < self.capacity:
+            raise IndexError(f"row {row} is outside the reserved capacity {self.capacity}.")
+        if row != self._next:
+            self._file.seek(row * self.row_bytes)
+        self._file.write(np.ascontiguousarray(image, dtype=np.uint8).reshape(self.row_bytes).data)
+        self._next = row + 1
 
     def finish(self, count: int) -> list[tuple[Path, Path]]:
         """Flush, cut the file to ``count`` rows, write the JSON; return (temp, final) renames."""
         count = _checks.positive_int("count", count, minimum=0)
         if count > self.capacity:
             raise ValueError(f"count {count} exceeds the reserved capacity {self.capacity}.")
-        self._array.flush()
-        del self._array
-        row_bytes = 3 * self.image_size * self.image_size
-        os.truncate(self.data_tmp, count * row_bytes)
+        self._file.truncate(count * self.row_bytes)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
         meta = {
             "version": STORE_VERSION,
             "shape": [count, 3, self.image_size, self.image_size],
@@ -207,6 +221,7 @@ class StoreWriter:
 
     def discard(self) -> None:
         """Delete the temporary files (after a failure)."""
-        self._array = None
+        with contextlib.suppress(OSError):  # closing may flush into a full disk
+            self._file.close()
         for path in (self.data_tmp, self.meta_tmp):
             path.unlink(missing_ok=True)

@@ -28,13 +28,13 @@ Taught in ``notebooks/03_backbone_ir50.ipynb``.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from agekit._io import load_torch
 from agekit.models.ir import IR
 
 _SPLIT_KEY = re.compile(r"body(\d+)\.(\d+)\.(.+)")
@@ -91,15 +91,8 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], str | None]:
             ) from None
         state = load_file(path, device="cpu")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"Refusing {path}: it stores pickled Python objects, not only tensors, and loading it "
-                "would run code from the file (torch.load(weights_only=True) failed). If you trust its "
-                "source, re-save just the weights with torch.save(model.state_dict(), 'ir50.pth') "
-                f"where the file was made. Detail: {str(error).splitlines()[0]}"
-            ) from None
+        state = load_torch(path, advice="If you trust its source, re-save just the weights with "
+                           "torch.save(model.state_dict(), 'ir50.pth') where the file was made.")
     wrapper = None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state, wrapper = state["state_dict"], "state_dict"

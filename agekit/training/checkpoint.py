@@ -16,7 +16,6 @@ Taught in ``notebooks/06_rapl_training.ipynb``.
 
 from __future__ import annotations
 
-import pickle
 import random
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agekit._io import atomic_write
+from agekit._io import atomic_write, load_torch
 
 FORMAT = "agekit-checkpoint"
 VERSION = 1
@@ -50,18 +49,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"Refusing to load {path}: it needs pickled Python code to load, which could run anything "
-            f"({first[:160]}). Only load checkpoints written by agekit."
-        ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): {error}") from None
+    state = load_torch(path, map_location, CheckpointError, "Only load checkpoints written by agekit.")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an agekit checkpoint (no '{FORMAT}' marker).")
     if state.get("version") != VERSION:

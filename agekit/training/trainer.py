@@ -28,6 +28,7 @@ Taught in ``notebooks/06_rapl_training.ipynb``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -47,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agekit._io import folder_lock, remove_stale_temps
 from agekit.config import Config, config_from_dict, config_to_dict, save_config, write_text_atomic
 from agekit.data.augment import BatchAugment
 from agekit.data.dataset import FaceDataset, normalize, to_float
@@ -69,6 +71,7 @@ from agekit.training.methods import Method, adapt_to_data, make_method, rapl_out
 # Settings that may differ between a run and its continuation; anything else must match.
 RESUMABLE_CHANGES = ("train.epochs", "train.stop_after", "train.device", "train.eval_batch_size",
                      "train.amp", "train.channels_last")
+RUN_FILES = ("config.toml", "last.pt", "best.pt", "metrics.json")  # what a run writes into its folder
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,7 +124,14 @@ def load_data(config: Config) -> DataSplits:
         faces = _synthetic(d.n, d.image_size, d.seed, d.difficulty)
         codes = identity_split(faces.ages, faces.identities, fractions=tuple(d.fractions), seed=d.seed)
         dataset = FaceDataset(faces.images, faces.ages, faces.genders, faces.identities)
-        sets = {name: dataset.subset(index) for name, index in split_indices(codes).items()}
+        parts = split_indices(codes)
+        empty = [name for name, index in parts.items() if len(index) == 0]
+        if empty:
+            raise ValueError(
+                f"data.fractions={list(d.fractions)} leaves no faces in {' and '.join(empty)} (of {d.n} synthetic "
+                "faces); training needs faces in train, val and test: give each a share, e.g. [0.6, 0.2, 0.2]."
+            )
+        sets = {name: dataset.subset(index) for name, index in parts.items()}
         description = f"{d.n} synthetic faces ({d.difficulty}, seed {d.seed}) at {d.image_size} px"
     return as_splits(sets, description)
 
@@ -724,10 +734,16 @@ def train(config: Config, data=None, out_dir=None, progress: bool = True, resume
     best.pt and metrics.json go (None: nothing is written). resume: continue the run
     in ``out_dir`` from its last.pt (same numbers as an uninterrupted run on the CPU).
     progress: progress bars with the loss and running MAE; verbose: a line per epoch
-    and the test metrics (default: as ``progress``).
+    and the test metrics (default: as ``progress``). While it runs, ``out_dir`` is
+    locked (``agekit._io.folder_lock``): a second training into the same folder
+    raises ``FolderBusy`` instead of mixing checkpoints.
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
-    return Trainer(config, data=data, out_dir=out_dir, progress=progress, resume=resume, verbose=verbose).fit()
+    writes = out_dir is not None and distributed.from_environment().is_main
+    with folder_lock(out_dir, "training run") if writes else contextlib.nullcontext():
+        if writes:
+            remove_stale_temps(out_dir, RUN_FILES)
+        return Trainer(config, data=data, out_dir=out_dir, progress=progress, resume=resume, verbose=verbose).fit()
 
 
 # ----------------------------------------------------------------------------- trained models
