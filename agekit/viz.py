@@ -185,6 +185,57 @@ def plot_embedding(points, values, ax=None, title: str = "Embedding", label: str
     return fig
 
 
+def plot_margin_clusters(ages, margin: float, positions=None, ax=None, title: str | None = None,
+                         xlabel: str = "position along the embedding"):
+    """Jeong et al.'s Fig. 7: which pairs an age margin pulls together and which it pushes apart (07).
+
+    ages: [n] whole years; positions: [n] where each face sits along one embedding axis
+    (default: at its age). Every pair i < j is an arc between its two faces: a solid blue
+    arc above the axis when |a_i - a_j| <= margin (the same class: the loss pulls the two
+    together), a dashed orange arc below it otherwise (different: pushed apart until they
+    pay little). Each face is labelled with its age. Returns the figure.
+    """
+    fig, ax = _axes(ax, (6, 3.2))
+    ages = torch.as_tensor(ages).detach().cpu().flatten()
+    places = ages.float() if positions is None else torch.as_tensor(positions).detach().cpu().float().flatten()
+    if len(places) != len(ages):
+        raise ValueError(f"positions must give one place per face: {len(places)} places for {len(ages)} ages.")
+    if margin < 0:
+        raise ValueError(f"margin must not be negative, got {margin}.")
+    span = max(float(places.max() - places.min()) if len(places) > 1 else 0.0, 1.0)
+    t = torch.linspace(0, 1, 50)
+    counts = {True: 0, False: 0}
+    for i in range(len(ages)):
+        for j in range(i + 1, len(ages)):
+            same = abs(int(ages[i]) - int(ages[j])) <= margin
+            start, end = float(places[i]), float(places[j])
+            height = 0.15 + 0.85 * abs(end - start) / span     # longer pairs arch higher
+            xs = start + (end - start) * t
+            ys = (1 if same else -1) * height * torch.sin(torch.pi * t)
+            ax.plot(xs.numpy(), ys.numpy(), color="tab:blue" if same else "tab:orange", ls="-" if same else "--",
+                    lw=1.4, alpha=0.8, label=("same class: pulled together" if same else "different: pushed apart")
+                    if counts[same] == 0 else None)
+            counts[same] += 1
+    ax.axhline(0, color="0.6", lw=0.8, zorder=0)
+    ax.scatter(places.numpy(), torch.zeros(len(places)).numpy(), s=40, color="black", zorder=3)
+    placed: list[float] = []
+    for age, place in zip(ages.tolist(), places.tolist()):
+        level = sum(abs(place - other) < 0.02 * span for other in placed)   # faces at one point: stack labels
+        placed.append(place)
+        ax.annotate(str(int(age)), (place, 0), xytext=(0, -14 - 11 * level), textcoords="offset points",
+                    ha="center", va="top", fontsize=9, fontweight="bold",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    ax.set_ylim(-1.25, 1.25)
+    ax.set_yticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pushed    pulled")
+    ax.set_title(title if title is not None else
+                 f"margin {margin:g}: {counts[True]} pairs pulled together, {counts[False]} pushed apart")
+    if counts[True] or counts[False]:
+        ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
 def plot_comparison(results: Mapping[str, Sequence[float]], ylabel: str = "test MAE (years)", ax=None,
                     title: str = "Comparison", baseline: float | None = None):
     """Bar chart of mean +/- std over seeds per method, with an optional baseline line (09_ablations)."""
