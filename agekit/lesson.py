@@ -2,7 +2,7 @@
 
 A lesson's first code cell holds typed literals (tagged ``parameters``)::
 
-    fast: bool = False          # quick smoke run (AGEKIT_FAST=1 forces it)
+    fast: bool = False          # quick smoke run (setting AGEKIT_FAST to 1 forces it)
     seed: int = 0               # seed of the faces, their split, the model and the shuffling
     device: str = "auto"        # "auto", "cpu", "cuda" or "mps"
     preset_name: str = "auto"   # "auto" (gpu on CUDA, else cpu), "cpu" or "gpu"
