@@ -12,8 +12,8 @@ and says clearly what is wrong.
 
 ``agekit course`` runs the notebooks in order with papermill, writes the executed
 copies and the offline course site (:mod:`agekit.site`); ``agekit course --student``
-writes the student copies (solutions replaced by placeholders) into
-``notebooks/student/``.
+writes the student copies (solutions replaced by placeholders, nbgrader metadata
+added by :mod:`agekit.grade`) into ``notebooks/student/``.
 """
 
 from __future__ import annotations
@@ -132,12 +132,16 @@ def strip_run_metadata(notebook: dict) -> dict:
     return notebook
 
 
-def student_copy(notebook: dict) -> dict:
+def student_copy(notebook: dict, lesson: str | None = None) -> dict:
     """A copy of a notebook (as JSON dict) with every ``solution``-tagged cell's code replaced.
 
     Outputs, execution counts and run metadata are cleared, so the student runs it fresh.
+    The exercise cells carry nbgrader's metadata and the notebook its ``lesson`` name
+    (:func:`agekit.grade.stamp_grading_metadata`), so ``agekit grade`` and nbgrader can grade it.
     """
-    result = strip_run_metadata(copy.deepcopy(notebook))
+    from agekit.grade import stamp_grading_metadata
+
+    result = stamp_grading_metadata(strip_run_metadata(copy.deepcopy(notebook)), lesson=lesson)
     result.get("metadata", {}).pop("widgets", None)  # saved widget state belongs to the executed copy
     for cell in result.get("cells", []):
         if cell.get("cell_type") == "code":
@@ -168,7 +172,7 @@ def write_student_copies(source: Path | None = None, target: Path | None = None)
     for path in course_notebooks(source):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         out = target / path.name
-        atomic_write_text(out, _dump(student_copy(notebook)))
+        atomic_write_text(out, _dump(student_copy(notebook, lesson=path.stem)))
         written.append(out)
     return written
 
@@ -179,7 +183,7 @@ def stale_student_copies(source: Path | None = None, target: Path | None = None)
     target = Path(target or source / "student")
     stale = []
     for path in course_notebooks(source):
-        expected = _dump(student_copy(json.loads(path.read_text(encoding="utf-8"))))
+        expected = _dump(student_copy(json.loads(path.read_text(encoding="utf-8")), lesson=path.stem))
         copy_path = target / path.name
         if not copy_path.exists() or copy_path.read_text(encoding="utf-8") != expected:
             stale.append(path.name)
