@@ -6,7 +6,7 @@
                  [--data MANIFEST] [--resume] [--device auto]
     agekit eval --checkpoint runs/rapl/best.pt [--data MANIFEST] [--split test]
     agekit predict --checkpoint runs/rapl/best.pt face1.jpg face2.png
-    agekit grade SUBMISSION.ipynb ... --out DIR [--timeout S] [--full] [--no-run] [--lesson NN]
+    agekit grade SUBMISSION.ipynb ... --out DIR [--timeout S] [--full] [--no-run] [--lesson NN] [--jobs N]
 
 ``torchrun --nproc_per_node N -m agekit train ...`` trains on N processes.
 

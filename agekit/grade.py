@@ -56,7 +56,7 @@ from pathlib import Path
 
 from agekit._io import atomic_write_text
 from agekit.course import _source
-from agekit.site import lesson_title, notebook_node
+from agekit.site import install_mathjax, lesson_title, notebook_node
 
 DEFAULT_POINTS = 1
 DEFAULT_TIMEOUT_S = 300.0
@@ -650,8 +650,11 @@ def grade_submission(path: Path, lessons: dict[str, dict], timeout: float = DEFA
 
 def grade(submissions: Sequence[str | Path], out: str | Path, timeout: float = DEFAULT_TIMEOUT_S,
           fast: bool = True, run: bool = True, lesson: str | None = None, notebooks: Path | None = None,
-          max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, log=print) -> list[Grade]:
-    """Grade every submission; writes ``out/grades.csv``, ``out/feedback/*.html``, ``out/executed/*.ipynb``."""
+          max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, jobs: int = 1, log=print) -> list[Grade]:
+    """Grade every submission; writes ``out/grades.csv``, ``out/feedback/*.html``, ``out/executed/*.ipynb``.
+
+    ``jobs`` submissions are graded at the same time (each in its own processes and folders).
+    """
     from agekit.course import _dump, _select, course_notebooks
 
     if not submissions:
@@ -668,18 +671,24 @@ def grade(submissions: Sequence[str | Path], out: str | Path, timeout: float = D
     for submission in submissions:
         if out in Path(submission).resolve().parents:
             raise ValueError(f"{submission} lies inside --out {out}; put the output elsewhere.")
-    grades, taken = [], set()
-    for number, submission in enumerate(submissions, 1):
-        log(f"[{number}/{len(submissions)}] {submission} ...")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be a whole number >= 1, got {jobs!r}.")
+    taken: set[str] = set()
+    names = [_safe_name(Path(submission), taken) for submission in submissions]
+    install_mathjax(out / "feedback")  # once, before the pages are written side by side
+
+    def one(number: int, submission, name: str) -> Grade:
         result, executed = grade_submission(Path(submission), lessons, timeout=timeout, fast=fast, run=run,
                                             lesson=lesson, max_output_bytes=max_output_bytes)
-        name = _safe_name(Path(submission), taken)
         if executed is not None:
             atomic_write_text(out / "executed" / f"{name}.ipynb", _dump(dict(executed)))
         result.feedback = write_feedback(result, executed, out / "feedback" / f"{name}.html")
-        grades.append(result)
-        log(f"    {result.points:g}/{result.max_points:g} points, run {result.run_status} "
-            f"({result.run_seconds:.0f} s)")
+        log(f"[{number}/{len(submissions)}] {submission}: {result.points:g}/{result.max_points:g} points, "
+            f"run {result.run_status} ({result.run_seconds:.0f} s)")
+        return result
+
+    with ThreadPoolExecutor(jobs) as pool:
+        grades = list(pool.map(one, range(1, len(submissions) + 1), submissions, names))
     write_grades_csv(grades, out / "grades.csv")
     return grades
 
@@ -739,7 +748,7 @@ def write_feedback(result: Grade, executed: dict | None, path: Path) -> Path:
 def main_grade(args) -> int:
     """``agekit grade`` (called from agekit.cli)."""
     grades = grade(args.submissions, args.out, timeout=args.timeout, fast=not args.full, run=not args.no_run,
-                   lesson=args.lesson, max_output_bytes=int(args.max_output_mb * 1_000_000))
+                   lesson=args.lesson, max_output_bytes=int(args.max_output_mb * 1_000_000), jobs=args.jobs)
     total = sum(g.points for g in grades)
     possible = sum(g.max_points for g in grades)
     print(f"graded {len(grades)} submission(s): {total:g} of {possible:g} points; "
@@ -760,4 +769,5 @@ def add_grade_command(subparsers) -> None:
     command.add_argument("--lesson", metavar="NN", help="grade every submission as this lesson (default: detected)")
     command.add_argument("--max-output-mb", type=float, default=DEFAULT_MAX_OUTPUT_BYTES / 1e6,
                          help="outputs kept per notebook, in MB (default 20)")
+    command.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     command.set_defaults(handler=main_grade)

@@ -101,7 +101,7 @@ def graded(tmp_path_factory):
                   "    shutil.rmtree(p) if p.is_dir() else p.unlink()\nprint('x' * 3_000_000)"))),
     ]
     out = tmp_path_factory.mktemp("grades")
-    results = grade.grade(submissions, out, timeout=300, max_output_bytes=1_000_000, log=lambda *a: None)
+    results = grade.grade(submissions, out, timeout=300, max_output_bytes=1_000_000, jobs=2, log=lambda *a: None)
     hang = _insert_after_parameters(
         _student(LESSON_00, solved=["share_in_range"]),
         _code(f"import os, subprocess, time\nchild = subprocess.Popen(['sleep', '600'])\n"
