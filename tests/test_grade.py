@@ -279,3 +279,12 @@ def test_cli_grades_and_reports_bad_input_in_one_line(tmp_path, capsys):
         [row] = list(csv.DictReader(handle))
     assert row["run_status"] == "unreadable" and row["points"] == "0" and "cannot read" in row["message"]
     assert "graded 1 submission(s): 0 of 0 points" in capsys.readouterr().out
+
+
+def test_endless_loop_in_an_exercise_function_is_stopped_by_its_check_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "CHECK_SECONDS", 3.0)
+    endless = "def share_in_range(ages, low, high):\n    while True:\n        pass\n"
+    path = _write(tmp_path, "00_loop.ipynb", _student(LESSON_00, answers={"share_in_range": endless}))
+    [result] = grade.grade([path], tmp_path / "out", run=False, log=lambda *a: None)
+    [row] = result.rows
+    assert not row["passed"] and "did not finish within 3 s" in row["message"]
