@@ -683,8 +683,8 @@ def grade(submissions: Sequence[str | Path], out: str | Path, timeout: float = D
         if executed is not None:
             atomic_write_text(out / "executed" / f"{name}.ipynb", _dump(dict(executed)))
         result.feedback = write_feedback(result, executed, out / "feedback" / f"{name}.html")
-        log(f"[{number}/{len(submissions)}] {submission}: {result.points:g}/{result.max_points:g} points, "
-            f"run {result.run_status} ({result.run_seconds:.0f} s)")
+        log(f"[{number}/{len(submissions)}] {submission}: {result.points:g}/{result.max_points:g} points "
+            f"(run: {result.run_status}, {result.run_seconds:.0f} s)")
         return result
 
     with ThreadPoolExecutor(jobs) as pool:
