@@ -6,6 +6,7 @@
                  [--data MANIFEST] [--resume] [--device auto]
     agekit eval --checkpoint runs/rapl/best.pt [--data MANIFEST] [--split test]
     agekit predict --checkpoint runs/rapl/best.pt face1.jpg face2.png
+    agekit grade SUBMISSION.ipynb ... --out DIR [--timeout S] [--full] [--no-run] [--lesson NN] [--jobs N]
 
 ``torchrun --nproc_per_node N -m agekit train ...`` trains on N processes.
 
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from agekit.course import add_course_command
+from agekit.grade import add_grade_command
 
 
 class UserError(Exception):
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(subparsers)
     _add_train_commands(subparsers)
     add_course_command(subparsers)
+    add_grade_command(subparsers)
     return parser
 
 

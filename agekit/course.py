@@ -2,17 +2,16 @@
 
 ``agekit course`` runs the lessons of the working copy (the checkout around the
 working folder, or ``--notebooks DIR``) in order with papermill, and writes the
-executed copies and an HTML index beside that copy's ``runs/`` cache;
-``agekit course --student [DIR]`` writes the student copies (solutions replaced by
-placeholders) into ``notebooks/student/`` or a folder of the student's own.
-What a lesson itself calls (its parameters, runs and claims) is in
-:mod:`agekit.lesson`.
+executed copies and the offline course site (:mod:`agekit.site`) beside that
+copy's ``runs/`` cache; ``agekit course --student [DIR]`` writes the student copies
+(solutions replaced by placeholders, nbgrader metadata added by :mod:`agekit.grade`)
+into ``notebooks/student/`` or a folder of the student's own. What a lesson itself
+calls (its parameters, runs and claims) is in :mod:`agekit.lesson`.
 """
 
 from __future__ import annotations
 
 import copy
-import html
 import json
 import os
 import re
@@ -54,12 +53,16 @@ def strip_run_metadata(notebook: dict) -> dict:
     return notebook
 
 
-def student_copy(notebook: dict) -> dict:
+def student_copy(notebook: dict, lesson: str | None = None) -> dict:
     """A copy of a notebook (as JSON dict) with every ``solution``-tagged cell's code replaced.
 
     Outputs, execution counts and run metadata are cleared, so the student runs it fresh.
+    The exercise cells carry nbgrader's metadata and the notebook its ``lesson`` name
+    (:func:`agekit.grade.stamp_grading_metadata`), so ``agekit grade`` and nbgrader can grade it.
     """
-    result = strip_run_metadata(copy.deepcopy(notebook))
+    from agekit.grade import stamp_grading_metadata
+
+    result = stamp_grading_metadata(strip_run_metadata(copy.deepcopy(notebook)), lesson=lesson)
     result.get("metadata", {}).pop("widgets", None)  # saved widget state belongs to the executed copy
     for cell in result.get("cells", []):
         if cell.get("cell_type") == "code":
@@ -90,7 +93,7 @@ def write_student_copies(source: Path | None = None, target: Path | None = None)
     for path in course_notebooks(source):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         out = target / path.name
-        atomic_write_text(out, _dump(student_copy(notebook)))
+        atomic_write_text(out, _dump(student_copy(notebook, lesson=path.stem)))
         written.append(out)
     return written
 
@@ -101,7 +104,7 @@ def stale_student_copies(source: Path | None = None, target: Path | None = None)
     target = Path(target or source / "student")
     stale = []
     for path in course_notebooks(source):
-        expected = _dump(student_copy(json.loads(path.read_text(encoding="utf-8"))))
+        expected = _dump(student_copy(json.loads(path.read_text(encoding="utf-8")), lesson=path.stem))
         copy_path = target / path.name
         if not copy_path.exists() or copy_path.read_text(encoding="utf-8") != expected:
             stale.append(path.name)
@@ -120,6 +123,7 @@ class LessonRun:
     seconds: float
     error: str | None = None
     html: Path | None = None
+    parameters: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -156,15 +160,17 @@ def run_course(
     html_export: bool = True,
     kernel_name: str = "python3",
     log=print,
+    progress: bool = False,
 ) -> CourseRun:
-    """Execute the lessons in order with papermill and write an HTML index.
+    """Execute the lessons in order with papermill and write the course site (``agekit.site``).
 
     notebooks: the lessons' folder (default: those of the working copy, see
     :func:`agekit.lesson.notebooks_dir`). Each executed copy goes to ``out/NN_name.ipynb``
-    (and ``.html``); ``out`` defaults to ``course/`` in the same ``runs/`` folder the
-    lessons cache their runs in, so the two never end up in unrelated places. The run
-    stops at the first failing notebook and reports its failing cell. ``parameters`` are
-    passed to every notebook that declares them (others are left alone).
+    (and ``.html``), with a landing page ``out/index.html``; ``out`` defaults to
+    ``course/`` in the same ``runs/`` folder the lessons cache their runs in, so the two
+    never end up in unrelated places. The run stops at the first failing notebook and
+    reports its failing cell. ``parameters`` are passed to every notebook that declares
+    them (others are left alone). ``progress`` shows the cells done in each lesson.
     """
     import papermill
 
@@ -194,7 +200,9 @@ def run_course(
             try:
                 papermill.execute_notebook(
                     str(path), str(target), parameters=given, kernel_name=kernel_name,
-                    cwd=str(path.parent), progress_bar=False, log_output=False,
+                    cwd=str(path.parent), log_output=False,
+                    progress_bar={"desc": "    cells", "leave": False, "mininterval": 1.0,
+                                  "bar_format": "{desc} {n_fmt}/{total_fmt} [{elapsed}]"} if progress else False,
                     # the kernel's own start-up warnings (e.g. about its local TCP transport) would
                     # interleave with the per-lesson progress; its errors still show
                     extra_arguments=["--IPKernelApp.log_level=ERROR"],
@@ -202,10 +210,7 @@ def run_course(
             except papermill.PapermillExecutionError as failure:
                 error = f"cell {failure.exec_count}: {failure.ename}: {failure.evalue}"
             seconds = time.perf_counter() - start
-            lesson = LessonRun(path.stem, target, seconds, error)
-            if html_export and target.exists():
-                lesson.html = _export_html(target)
-            run.lessons.append(lesson)
+            run.lessons.append(LessonRun(path.stem, target, seconds, error, parameters=given))
             log(f"    {'FAILED ' + error if error else 'ok'} ({seconds:.0f} s)")
             if error:
                 break
@@ -215,40 +220,12 @@ def run_course(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    run.index = out / "index.html"
-    atomic_write_text(run.index, _index_html(run, fast))
+    from agekit.site import write_site
+
+    if html_export:
+        log("writing the course site ...")
+    run.index = write_site(run.lessons, out, fast, html_pages=html_export)
     return run
-
-
-def _export_html(notebook: Path) -> Path | None:
-    try:
-        import nbconvert
-        import nbformat
-    except ImportError:  # nbconvert comes with JupyterLab; without it only the .ipynb copies are written
-        return None
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    target = notebook.with_suffix(".html")
-    atomic_write_text(target, body)
-    return target
-
-
-def _index_html(run: CourseRun, fast: bool) -> str:
-    rows = []
-    for lesson in run.lessons:
-        link = html.escape((lesson.html or lesson.output).name)
-        status = "ok" if lesson.error is None else "failed: " + html.escape(lesson.error)
-        rows.append(
-            f"<tr><td><a href='{link}'>{html.escape(lesson.notebook)}</a></td>"
-            f"<td>{status}</td><td>{lesson.seconds:.0f} s</td>"
-            f"<td><a href='{html.escape(lesson.output.name)}'>.ipynb</a></td></tr>"
-        )
-    mode = "fast mode" if fast else "full mode"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>agekit course</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;text-align:left}</style></head>"
-        f"<body><h1>agekit course ({mode})</h1><table><tr><th>lesson</th><th>status</th><th>time</th>"
-        f"<th>notebook</th></tr>{''.join(rows)}</table></body></html>\n"
-    )
 
 
 def main_course(args) -> int:
@@ -268,13 +245,17 @@ def main_course(args) -> int:
             given[name] = json.loads(raw)
         except json.JSONDecodeError:
             given[name] = raw
-    run = run_course(args.out, fast=args.fast, only=args.only, parameters=given, notebooks=notebooks)
-    print(f"index: {run.index}")
+    run = run_course(args.out, fast=args.fast, only=args.only, parameters=given, notebooks=notebooks,
+                     progress=True)
+    total = sum(lesson.seconds for lesson in run.lessons)
     print(f"runs cache: {runs_dir(start=notebooks)}")
     if not run.ok:
         failed = run.lessons[-1]
         print(f"agekit: error: {failed.notebook} failed at {failed.error}; see {failed.output}", file=sys.stderr)
+        print(f"FAILED: {len(run.lessons) - 1} lesson(s) ran, {failed.notebook} failed, after {total:.0f} s; "
+              f"index: {run.index}")
         return 1
+    print(f"DONE: {len(run.lessons)} lesson(s) ran in {total:.0f} s ({total / 60:.1f} min); index: {run.index}")
     return 0
 
 
