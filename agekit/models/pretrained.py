@@ -143,6 +143,18 @@ def _rename(key: str, layout: str, backbone: IR) -> str | None:
     return key
 
 
+def _whole_model_hint(state: dict) -> str:
+    """A pointer to the right tool when ``state`` is a whole model rather than a backbone."""
+    if "fc_age.weight" in state and any(key.startswith("backbone.body1.") for key in state):
+        return (" It is a whole RAPL model in the RAPL authors' layout (backbone.body1..., fc_age, fc_pos, ...): "
+                "convert it with `agekit convert rapl-authors FILE OUT --ages ...` "
+                "(agekit.models.pretrained.from_rapl_authors) instead.")
+    if any(key.startswith("backbone.") for key in state):
+        return (" Its keys sit under 'backbone.': it holds a whole model; save only the backbone's "
+                "state dict (model.backbone.state_dict()), or load an agekit checkpoint with load_trained.")
+    return ""
+
+
 def _listing(title: str, items: list[str]) -> str:
     more = f" ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
     return f"\n  {title} ({len(items)}): {items[:_SHOWN]}{more}"
@@ -169,12 +181,13 @@ def load_ir50_weights(model: nn.Module, path) -> LoadReport:
         what = "both body.N and body1/2/3 keys" if single else "no body.N or body1/2/3 keys"
         raise ValueError(
             f"{os.fspath(path)} does not look like an IR-50 checkpoint: it has {what}."
+            + _whole_model_hint(state)
             + _listing("its keys", list(state))
         )
     layout = "POSTER++" if split else "face.evoLVe"
 
     target = backbone.state_dict()
-    mapped, dropped, unexpected, mismatched = {}, [], [], []
+    mapped, dropped, unexpected, mismatched, misshaped = {}, [], [], [], set()
     for key, tensor in state.items():
         new_key = _rename(key, layout, backbone)
         if new_key is None:
@@ -183,9 +196,11 @@ def load_ir50_weights(model: nn.Module, path) -> LoadReport:
             unexpected.append(key)
         elif tuple(tensor.shape) != tuple(target[new_key].shape):
             mismatched.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(target[new_key].shape)}")
+            misshaped.add(new_key)
         else:
             mapped[new_key] = tensor
-    unfilled = [key for key in target if key not in mapped]
+    # a tensor of the wrong shape is listed once, under "shapes that disagree", not also as missing
+    unfilled = [key for key in target if key not in mapped and key not in misshaped]
     kept = [key for key in unfilled if key.endswith("num_batches_tracked")]
     missing = [key for key in unfilled if not key.endswith("num_batches_tracked")]
     if missing or unexpected or mismatched:
