@@ -82,6 +82,7 @@ class DataConfig:
     seed: int = 0  # seed of the synthetic faces and of their identity split
     fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # synthetic train, val, test shares
     augment: bool = True  # the paper's flips, grayscale, rotation, sharpness (training only)
+    augmentation: str = "agekit"  # their parameters: agekit | rapl_authors (see agekit.data.augment)
 
 
 @dataclass
@@ -159,6 +160,9 @@ class Config:
         _one_of("method", self.method, METHODS)
         _one_of("preset", self.preset, PRESETS + ("custom",))
         _one_of("data.difficulty", self.data.difficulty, DIFFICULTIES)
+        from agekit.data.augment import AUGMENTATIONS  # torch is needed from here on anyway
+
+        _one_of("data.augmentation", self.data.augmentation, AUGMENTATIONS)
         _one_of("model.backbone", self.model.backbone, BACKBONES)
         _one_of("model.normalization", self.model.normalization, NORMALIZATION_CHOICES)
         _one_of("rapl.variant", self.rapl.variant, VARIANTS)

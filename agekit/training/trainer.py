@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agekit.config import Config, config_from_dict, config_to_dict, save_config, write_text_atomic
-from agekit.data.augment import BatchAugment
+from agekit.data.augment import BatchAugment, augmentation
 from agekit.data.dataset import FaceDataset, to_float
 from agekit.data.labels import AgeLabels
 from agekit.data.splits import identity_split, split_indices
@@ -430,7 +430,7 @@ class Trainer:
             "shuffle": torch.Generator().manual_seed(t.seed),
             "augment": torch.Generator().manual_seed(t.seed + 1 + 7919 * self.info.rank),
         }
-        self.augment = BatchAugment() if self.config.data.augment else None
+        self.augment = augmentation(self.config.data.augmentation) if self.config.data.augment else None
 
         self.epoch = 0
         self.history: list[dict] = []
