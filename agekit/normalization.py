@@ -26,7 +26,7 @@ evaluation, ``agekit predict`` and the converter of the RAPL authors' files all
 apply it through :func:`normalize_as`. Checkpoints written before it was recorded
 load as ``symmetric``, the only scaling agekit used then.
 
-Taught in ``notebooks/03_backbone_ir50.ipynb``.
+Taught in ``notebooks/10_real_datasets.ipynb``.
 """
 
 from __future__ import annotations
