@@ -58,7 +58,8 @@ def _add_train_commands(subparsers) -> None:
     train = subparsers.add_parser("train", help="train RAPL or the Siamese baseline")
     train.add_argument("--method", choices=METHODS, help="rapl (default) or siamese")
     train.add_argument("--preset", choices=PRESETS + ("auto",),
-                       help="smoke | cpu | gpu; default auto: gpu when CUDA is there, else cpu")
+                       help="smoke | cpu | gpu (each paper's setting) | gpu_ir50 (RAPL's, for either method); "
+                            "default auto: gpu when CUDA is there, else cpu")
     train.add_argument("--variant", choices=VARIANTS, help="RAPL's Table 3 row (default EVR+RAPL+GP)")
     train.add_argument("--config", help="a TOML file of settings (on top of the preset)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

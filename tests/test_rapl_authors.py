@@ -217,3 +217,19 @@ def test_convert_errors_are_one_line(capsys, authors_file, tmp_path):
     code = main(["convert", "rapl-authors", str(authors_file), str(tmp_path / "x.pt"), "--ages", "16-x"])
     assert code == 2 and "--ages" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_training_can_start_from_their_backbone(authors, authors_file):
+    from agekit.config import apply_overrides
+    from agekit.training.trainer import Trainer
+
+    config = apply_overrides(preset("smoke", "rapl"), {"model.backbone": "ir50", "model.pretrained": str(authors_file),
+                                                       "data.n": 60})
+    trainer = Trainer(config, progress=False)
+    assert trainer.normalization == "imagenet"
+    assert any("RAPL authors' model" in note for note in trainer.notes)
+    theirs = authors.backbone.state_dict()
+    ours = trainer.model.backbone.state_dict()
+    torch.testing.assert_close(ours["body.3.res_layer.1.weight"], theirs["body2.0.res_layer.1.weight"])
+    torch.testing.assert_close(ours["body.20.res_layer.4.running_var"], theirs["body3.13.res_layer.4.running_var"])
+    assert trainer.model.age_values.tolist() != AGES  # fresh heads on this data's own labels

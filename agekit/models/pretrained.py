@@ -154,9 +154,14 @@ def _rename(key: str, layout: str, backbone: IR) -> str | None:
     return key
 
 
+def _is_rapl_authors(state: dict) -> bool:
+    """True for a whole model in the RAPL authors' layout (``backbone.body1...``, ``fc_age``, ...)."""
+    return "fc_age.weight" in state and any(key.startswith("backbone.body1.") for key in state)
+
+
 def _whole_model_hint(state: dict) -> str:
     """A pointer to the right tool when ``state`` is a whole model rather than a backbone."""
-    if "fc_age.weight" in state and any(key.startswith("backbone.body1.") for key in state):
+    if _is_rapl_authors(state):
         return (" It is a whole RAPL model in the RAPL authors' layout (backbone.body1..., fc_age, fc_pos, ...): "
                 "convert it with `agekit convert rapl-authors FILE OUT --ages ...` "
                 "(agekit.models.pretrained.from_rapl_authors) instead.")
@@ -257,7 +262,8 @@ _EXPECTED_LAYOUT = {
 class PretrainedWeights:
     """What :func:`load_pretrained` loaded: the weights' source, its input scaling, and a report line.
 
-    source: "face.evoLVe" or "POSTER++" (IR-50 key layouts) or "torchvision" (Inception V3);
+    source: "face.evoLVe" or "POSTER++" (IR-50 key layouts), "RAPL authors" (the backbone of
+    their whole model) or "torchvision" (Inception V3);
     normalization: the scaling that source's pipeline used (:mod:`agekit.normalization`).
     """
 
@@ -270,10 +276,12 @@ def load_pretrained(model: nn.Module, path) -> PretrainedWeights:
     """Load ``path`` into ``model``'s backbone with the loader of that backbone.
 
     model: an IR / InceptionV3 backbone, or a model whose ``.backbone`` is one (RAPLNet,
-    SiameseNet). IR backbones read IR-50 files (:func:`load_ir50_weights`), Inception V3
-    reads torchvision's files (:func:`agekit.models.inception.load_inception_v3_weights`);
-    both accept ``.pth``/``.pt`` state dicts and ``.safetensors``. A file that does not
-    fit raises ``ValueError`` naming the layout the backbone expected.
+    SiameseNet). IR backbones read IR-50 files (:func:`load_ir50_weights`) and the
+    backbone of a whole RAPL authors' model (to fine-tune from it; its heads, tied to
+    its age labels, are not used), Inception V3 reads torchvision's files
+    (:func:`agekit.models.inception.load_inception_v3_weights`); all accept
+    ``.pth``/``.pt`` state dicts and ``.safetensors``. A file that does not fit raises
+    ``ValueError`` naming the layout the backbone expected.
     Taught in ``notebooks/03_backbone_ir50.ipynb``.
     """
     from agekit.models.inception import InceptionV3, load_inception_v3_weights
@@ -286,8 +294,15 @@ def load_pretrained(model: nn.Module, path) -> PretrainedWeights:
                         f"{type(model).__name__} has none (backbone: {type(backbone).__name__}).")
     try:
         if kind == "IR":
-            report = load_ir50_weights(backbone, path)
-            source, description = report.layout, str(report)
+            state, wrapper = read_state_dict(path)
+            state, prefix = _strip_module_prefix(state)
+            authors = _is_rapl_authors(state)
+            if authors:  # fine-tuning from their trained model: its backbone, fresh heads
+                state = {key.removeprefix("backbone."): value for key, value in state.items()
+                         if key.startswith("backbone.")}
+            report = _load_ir_state(backbone, state, os.fspath(path), wrapper, prefix)
+            source = "RAPL authors" if authors else report.layout
+            description = f"the backbone of a RAPL authors' model ({report})" if authors else str(report)
         else:
             dropped = load_inception_v3_weights(backbone, path)
             source = "torchvision"
@@ -362,7 +377,7 @@ def from_rapl_authors(path_or_state_dict, age_values):
     needed = ["fc_age.weight", "fc_age.bias", "fc_feature.weight", "fc_feature.bias", "fc_pos.weight",
               "fc_pos.bias", "parameter"]
     absent = [key for key in needed if key not in state]
-    if absent or not any(key.startswith("backbone.body1.") for key in state):
+    if absent or not _is_rapl_authors(state):
         raise ValueError(
             f"{name} is not a RAPL authors' checkpoint: it lacks {absent or ['backbone.body1.*']}. Their layout is "
             f"{expected}. (An IR-50 backbone file alone loads with model.pretrained / load_ir50_weights.)"
