@@ -16,12 +16,12 @@ The presets:
   Siamese (Jeong et al., Sec. 3): Inception V3 pretrained on ImageNet (give
   torchvision's ``inception_v3`` weights as ``model.pretrained``) at 227 px,
   batch 128, dropout 0.5, N_a = 70, N_g = 10, M = 20 neighbours, Adadelta, and
-  no augmentation (the paper names none). The
-  paper gives no learning rate, decay or schedule for Adadelta; agekit takes
-  Zeiler's method as published (lr 1.0, rho 0.95, eps 1e-6, no weight decay) and
-  a constant rate, and the 275 epochs the paper says its multi-task model needed
-  to converge on MORPH. (TensorFlow's AdadeltaOptimizer, which the authors may
-  have used, defaults to lr 0.001: ``--set optim.lr=0.001`` to try it.)
+  no augmentation (the paper names none). The paper gives no learning rate,
+  decay or schedule for Adadelta; agekit takes Zeiler's method as published
+  (lr 1.0, rho 0.95, eps 1e-6, no weight decay) at a constant rate, and the 275
+  epochs the paper says its multi-task model needed to converge on MORPH.
+  (TensorFlow's AdadeltaOptimizer, which the authors may have used, defaults to
+  lr 0.001: ``--set optim.lr=0.001`` to try it.)
 * ``gpu_ir50``: RAPL's setting on IR50 at 112 px for either method; for the
   Siamese method it compares the two methods on one backbone and one schedule
   (for RAPL it equals ``gpu``).
@@ -90,7 +90,7 @@ class ModelConfig:
     """The backbone shared by both methods."""
 
     backbone: str = "ir_small"  # ir50 | ir_small | inception_v3
-    pretrained: str = ""  # a weights file for the backbone: IR-50 (face.evoLVe, POSTER++) or torchvision Inception V3
+    pretrained: str = ""  # backbone weights: IR-50 (face.evoLVe, POSTER++, a RAPL authors' model), torchvision Inception V3
     normalization: str = "auto"  # auto (that of the pretrained weights) | symmetric ([-1, 1]) | imagenet (mean/std)
 
 

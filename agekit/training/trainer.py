@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agekit.config import Config, config_from_dict, config_to_dict, save_config, write_text_atomic
+from agekit.config import Config, OptimConfig, config_from_dict, config_to_dict, save_config, write_text_atomic
 from agekit.data.augment import BatchAugment, augmentation
 from agekit.data.dataset import FaceDataset, to_float
 from agekit.data.labels import AgeLabels
@@ -377,7 +377,7 @@ def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 ADADELTA_RHO, ADADELTA_EPS = 0.95, 1e-6
 
 
-def make_optimizer(parameters, optim) -> torch.optim.Optimizer:
+def make_optimizer(parameters, optim: OptimConfig) -> torch.optim.Optimizer:
     """The optimiser ``optim.name`` says (adam | adamw | adadelta) with ``optim.lr`` and ``optim.weight_decay``."""
     if optim.name == "adadelta":
         return torch.optim.Adadelta(parameters, lr=optim.lr, rho=ADADELTA_RHO, eps=ADADELTA_EPS,
@@ -738,7 +738,10 @@ def check_compatible(state: dict, config: Config, age_labels: AgeLabels, path) -
     if state.get("method") != config.method:
         raise CheckpointError(f"{path} was trained with method {state.get('method')!r}, not {config.method!r}.")
     # settings added since the checkpoint was written take their defaults (config_from_dict fills them in)
-    saved = config_to_dict(config_from_dict(state["config"]))
+    try:
+        saved = config_to_dict(config_from_dict(state["config"]))
+    except ValueError:  # a setting that no longer exists: listed as a difference below
+        saved = state["config"]
     differences = [k for k in _config_differences(saved, config_to_dict(config)) if k not in RESUMABLE_CHANGES]
     if differences:
         raise CheckpointError(
