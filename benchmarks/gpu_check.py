@@ -17,7 +17,8 @@ It checks, on synthetic faces:
    position term joins from epoch 2);
 2. ``torchrun --nproc_per_node 1`` starts this script as a worker that joins an
    NCCL process group, all-gathers and all-reduces through agekit's distributed
-   helpers, and trains the ``smoke`` preset on the GPU with the group in place;
+   functions (gather_cat, all_reduce_sum), and trains the ``smoke`` preset on the
+   GPU with the group in place;
 3. training throughput (forward, loss, backward and optimiser step, images per
    second) of IR50 at 112 px (RAPLNet, batch 64, Adam) and Inception V3 at 227 px
    (SiameseNet, batch 128, Adadelta), with and without ``channels_last`` and
