@@ -6,12 +6,25 @@ A run is described by one :class:`Config` with a section per concern::
     config = apply_overrides(config, ["optim.lr=3e-4", "train.epochs=5"])
     save_config(config, "runs/x/config.toml")          # read back with load_config
 
-The three presets:
+The presets:
 
-* ``gpu``: the RAPL paper's setting (Sec. IV-A): IR50 at 112 px, batch 64, Adam
+* ``gpu``: each paper's own setting for its method.
+  RAPL (Sec. IV-A and the authors' code): IR50 at 112 px, batch 64, Adam
   with lr 1e-5 and weight decay 1e-2, 30 epochs, the learning rate times 0.1 at
   epochs 10 and 20, the best model chosen by validation MAE. The paper fine-tunes
   a face-recognition IR50, so give ``model.pretrained`` when you have the weights.
+  Siamese (Jeong et al., Sec. 3): Inception V3 pretrained on ImageNet (give
+  torchvision's ``inception_v3`` weights as ``model.pretrained``) at 227 px,
+  batch 128, dropout 0.5, N_a = 70, N_g = 10, M = 20 neighbours, Adadelta, and
+  no augmentation (the paper names none). The paper gives no learning rate,
+  decay or schedule for Adadelta; agekit takes Zeiler's method as published
+  (lr 1.0, rho 0.95, eps 1e-6, no weight decay) at a constant rate, and the 275
+  epochs the paper says its multi-task model needed to converge on MORPH.
+  (TensorFlow's AdadeltaOptimizer, which the authors may have used, defaults to
+  lr 0.001: ``--set optim.lr=0.001`` to try it.)
+* ``gpu_ir50``: RAPL's setting on IR50 at 112 px for either method; for the
+  Siamese method it compares the two methods on one backbone and one schedule
+  (for RAPL it equals ``gpu``).
 * ``cpu``: the same method at laptop size: the small IR at 32 px on synthetic
   faces, trained from scratch, hence a larger learning rate (1e-3) and a weight
   decay scaled down with it; a few minutes on two cores.
@@ -37,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agekit._io import atomic_write_text
+from agekit.normalization import NORMALIZATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,12 +58,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 METHODS = ("rapl", "siamese")
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = ("smoke", "cpu", "gpu", "gpu_ir50")
 VARIANTS = ("FC", "EVR", "EVR+GP", "EVR+RAPL", "EVR+RAPL+GP")
 BACKBONES = ("ir50", "ir_small", "inception_v3")
 REFERENCE_MODES = ("latest", "best_val")
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "adadelta")
 DIFFICULTIES = ("easy", "standard", "hard")
+NORMALIZATION_CHOICES = ("auto",) + tuple(NORMALIZATIONS)  # see agekit.normalization
 
 
 class ConfigError(ValueError):
@@ -67,6 +82,7 @@ class DataConfig:
     seed: int = 0  # seed of the synthetic faces and of their identity split
     fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # synthetic train, val, test shares
     augment: bool = True  # the paper's flips, grayscale, rotation, sharpness (training only)
+    augmentation: str = "agekit"  # their parameters: agekit | rapl_authors (see agekit.data.augment)
 
 
 @dataclass
@@ -74,7 +90,8 @@ class ModelConfig:
     """The backbone shared by both methods."""
 
     backbone: str = "ir_small"  # ir50 | ir_small | inception_v3
-    pretrained: str = ""  # a file of IR50 weights to start from ("" = random init)
+    pretrained: str = ""  # backbone weights: IR-50 (face.evoLVe, POSTER++, a RAPL authors' model), torchvision Inception V3
+    normalization: str = "auto"  # auto (that of the pretrained weights) | symmetric ([-1, 1]) | imagenet (mean/std)
 
 
 @dataclass
@@ -104,7 +121,7 @@ class SiameseConfig:
 class OptimConfig:
     """Optimiser and learning-rate schedule (MultiStepLR)."""
 
-    name: str = "adam"  # adam (the paper) | adamw
+    name: str = "adam"  # adam (RAPL) | adamw | adadelta (the Siamese paper)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     milestones: list[int] = field(default_factory=lambda: [10, 13])  # epochs at which lr *= gamma
@@ -143,7 +160,11 @@ class Config:
         _one_of("method", self.method, METHODS)
         _one_of("preset", self.preset, PRESETS + ("custom",))
         _one_of("data.difficulty", self.data.difficulty, DIFFICULTIES)
+        from agekit.data.augment import AUGMENTATIONS  # torch is needed from here on anyway
+
+        _one_of("data.augmentation", self.data.augmentation, AUGMENTATIONS)
         _one_of("model.backbone", self.model.backbone, BACKBONES)
+        _one_of("model.normalization", self.model.normalization, NORMALIZATION_CHOICES)
         _one_of("rapl.variant", self.rapl.variant, VARIANTS)
         _one_of("rapl.references", self.rapl.references, REFERENCE_MODES)
         _one_of("optim.name", self.optim.name, OPTIMIZERS)
@@ -182,14 +203,22 @@ def _at_least(key: str, value, minimum) -> None:
 
 
 def preset(name: str = "cpu", method: str = "rapl") -> Config:
-    """The settings of preset ``name`` ("smoke", "cpu", "gpu") for ``method`` ("rapl", "siamese").
+    """The settings of preset ``name`` ("smoke", "cpu", "gpu", "gpu_ir50") for ``method`` ("rapl", "siamese").
 
+    "gpu" is each paper's own setting for its method; "gpu_ir50" is RAPL's for either.
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
     _one_of("preset", name, PRESETS)
     _one_of("method", method, METHODS)
     config = Config(method=method, preset=name)
-    if name == "gpu":
+    if name == "gpu" and method == "siamese":
+        # Jeong et al. Sec. 3: Inception V3 (ImageNet), 227 px, batch 128, Adadelta; the rest: see above.
+        # 10000 synthetic faces at 227 px are 1.5 GB of uint8; real data come from data.manifest.
+        config.data = DataConfig(n=10000, image_size=227, augment=False)  # the paper names no augmentation
+        config.model = ModelConfig(backbone="inception_v3")
+        config.optim = OptimConfig(name="adadelta", lr=1.0, weight_decay=0.0, milestones=[])
+        config.train = TrainConfig(epochs=275, batch_size=128, eval_batch_size=256)
+    elif name in ("gpu", "gpu_ir50"):
         # RAPL Sec. IV-A: batch 64, Adam, lr 1e-5, weight decay 1e-2, 30 epochs, lr x0.1 every 10 epochs.
         config.data = DataConfig(n=20000, image_size=112)
         config.model = ModelConfig(backbone="ir50")

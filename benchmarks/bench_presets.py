@@ -12,6 +12,7 @@ the wall time of one training run.
 
     python benchmarks/bench_presets.py                         # the full table (7 x 3 runs)
     python benchmarks/bench_presets.py --seeds 0 --epochs 2 --only FC siamese --no-record   # a quick check
+    python benchmarks/bench_presets.py --only EVR+RAPL+GP --augmentation agekit rapl_authors   # augmentations
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from agekit.training.trainer import load_data
 RUNS = [("rapl", v) for v in VARIANTS] + [("siamese", "multi-task"), ("siamese", "age only")]
 
 
-def configuration(method: str, name: str, seed: int, epochs: int | None, n: int | None):
+def configuration(method: str, name: str, seed: int, epochs: int | None, n: int | None,
+                  augmentation: str = "agekit"):
     config = preset("cpu", method)
-    overrides = {"train.seed": seed, "data.seed": seed, "train.device": "cpu"}
+    overrides = {"train.seed": seed, "data.seed": seed, "train.device": "cpu", "data.augmentation": augmentation}
     if method == "rapl":
         overrides["rapl.variant"] = name
     else:
@@ -63,33 +65,36 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, help="fewer epochs than the preset (a quick check)")
     parser.add_argument("--n", type=int, help="fewer faces than the preset (a quick check)")
     parser.add_argument("--only", nargs="+", help="run only these names (e.g. FC EVR+RAPL+GP siamese)")
+    parser.add_argument("--augmentation", nargs="+", default=["agekit"],
+                        help="data.augmentation settings to train each run with (default agekit)")
     args = parse_common(parser, argv)
 
-    runs = [(m, v) for m, v in RUNS if not args.only or v in args.only or m in args.only]
+    runs = [(m, v, a) for m, v in RUNS for a in args.augmentation
+            if not args.only or v in args.only or m in args.only]
     results = {run: {"mae": [], "cs5": [], "seconds": []} for run in runs}
     baselines = []
     for seed in args.seeds:
         baselines.append(median_baseline(configuration("rapl", "EVR", seed, args.epochs, args.n)))
         print(f"seed {seed}: median-age baseline MAE {baselines[-1]:.2f}", flush=True)
-        for method, name in runs:
-            config = configuration(method, name, seed, args.epochs, args.n)
+        for method, name, augmentation in runs:
+            config = configuration(method, name, seed, args.epochs, args.n, augmentation)
             started = time.perf_counter()
             result = train(config, progress=False)
             seconds = time.perf_counter() - started
             for key, value in (("mae", result.test_metrics["mae"]), ("cs5", result.test_metrics["cs5"]),
                                ("seconds", seconds)):
-                results[(method, name)][key].append(value)
-            print(f"  {method} {name}: test MAE {result.test_metrics['mae']:.2f}, "
+                results[(method, name, augmentation)][key].append(value)
+            print(f"  {method} {name} ({augmentation} augmentation): test MAE {result.test_metrics['mae']:.2f}, "
                   f"CS5 {result.test_metrics['cs5']:.1f} %, {seconds:.0f} s", flush=True)
 
     baseline = statistics.mean(baselines)
-    lines = ["| method | variant | test MAE | CS(5) % | MAE / median baseline | wall time per run (s) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |",
-             f"| median age | - | {mean_std(baselines)} | - | 1.00 | - |"]
-    for (method, name), r in results.items():
+    lines = ["| method | variant | augmentation | test MAE | CS(5) % | MAE / median baseline | wall time per run (s) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+             f"| median age | - | - | {mean_std(baselines)} | - | 1.00 | - |"]
+    for (method, name, augmentation), r in results.items():
         ratio = statistics.mean(r["mae"]) / baseline
-        lines.append(f"| {method} | {name} | {mean_std(r['mae'])} | {mean_std(r['cs5'])} | {ratio:.2f} | "
-                     f"{statistics.mean(r['seconds']):.0f} |")
+        lines.append(f"| {method} | {name} | {augmentation} | {mean_std(r['mae'])} | {mean_std(r['cs5'])} | "
+                     f"{ratio:.2f} | {statistics.mean(r['seconds']):.0f} |")
     table = "\n".join(lines)
     print(table)
     if not args.no_record:

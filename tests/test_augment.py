@@ -98,3 +98,45 @@ def test_dataset_fast_path_equals_per_sample_access():
 def test_dataset_bad_input(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         FaceDataset(**kwargs)
+
+
+@pytest.mark.parametrize("angle", [30.0, -17.0, 4.0])
+def test_black_nearest_rotation_is_pils_as_torchvision_calls_it(angle):
+    """torchvision's RandomRotation on a PIL image calls Image.rotate(angle, NEAREST, fillcolor=0)."""
+    x = (_images(b=1, size=32) * 255).round() / 255
+    ours = rotate(x, torch.tensor([angle]), fill="zeros", mode="nearest")[0].permute(1, 2, 0).numpy()
+    pil = Image.fromarray((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    theirs = np.asarray(pil.rotate(angle, resample=Image.NEAREST, fillcolor=0)).astype(np.float32) / 255
+    same = (np.abs(ours - theirs) < 1e-6).all(-1)
+    assert same.mean() >= 0.995  # a pixel whose source lies exactly between two may round the other way
+    if abs(angle) > 10:
+        assert (theirs.sum(-1) == 0).mean() > 0.05  # black corners, not replicated edges
+
+
+def test_rapl_authors_preset_has_their_code_parameters():
+    from agekit.data.augment import AUGMENTATIONS, augmentation
+
+    theirs = augmentation("rapl_authors")
+    # data_loader.py: RandomGrayscale(0.1), RandomHorizontalFlip(0.2), RandomRotation(degrees=30),
+    # RandomAdjustSharpness(0.2) (p = 0.5 by default), RandomVerticalFlip(0.2)
+    assert (theirs.gray, theirs.hflip, theirs.vflip) == (0.1, 0.2, 0.2)
+    assert (theirs.rotation, theirs.rotation_degrees, theirs.rotation_fill, theirs.rotation_mode) == \
+        (1.0, 30.0, "zeros", "nearest")
+    assert (theirs.sharpness, theirs.sharpness_range) == (0.5, (0.2, 0.2))
+    assert augmentation() == BatchAugment() and augmentation("agekit") is not AUGMENTATIONS["agekit"]
+    with pytest.raises(ValueError, match="rapl_authors"):
+        augmentation("autoaugment")
+    # every image is rotated: with angles spread over [-30, 30], nearly all get black corners
+    x = _images(b=64, size=24, seed=3) * 0.8 + 0.2
+    out = theirs(x, torch.Generator().manual_seed(0))
+    black_corner = (out[:, :, 0, 0].sum(1) == 0) | (out[:, :, 0, -1].sum(1) == 0)
+    assert black_corner.float().mean() > 0.8
+
+
+def test_trainer_uses_the_named_augmentation():
+    from agekit.config import apply_overrides, preset
+    from agekit.training.trainer import Trainer
+
+    config = apply_overrides(preset("smoke", "rapl"), {"data.augmentation": "rapl_authors"})
+    assert Trainer(config, progress=False).augment.rotation_fill == "zeros"
+    assert Trainer(preset("smoke", "rapl"), progress=False).augment == BatchAugment()

@@ -181,6 +181,24 @@ def test_shape_mismatch_is_refused(tmp_path):
     assert "body.1.res_layer.1.weight" in str(error.value)
 
 
+def test_a_tensor_of_the_wrong_shape_is_counted_once(tmp_path):
+    state = dict(_small_reference(seed=6).state_dict())
+    state["body.1.res_layer.1.weight"] = torch.zeros(32, 16, 5, 5)  # right name, wrong kernel size
+    with pytest.raises(ValueError) as error:
+        load_ir50_weights(IRSmall(), _save(state, tmp_path / "one_bad.pth"))
+    message = str(error.value)
+    assert "shapes that disagree (1)" in message
+    assert "missing" not in message and message.count("body.1.res_layer.1.weight") == 1
+
+
+def test_a_whole_rapl_authors_model_gets_a_hint(tmp_path):
+    inner = _to_poster_pp(_small_reference(seed=2).state_dict(), (1, 1, 2, 1))
+    state = {f"backbone.{key}": value for key, value in inner.items()}
+    state.update({"fc_age.weight": torch.zeros(5, 64), "fc_age.bias": torch.zeros(5), "parameter": torch.zeros(5)})
+    with pytest.raises(ValueError, match="agekit convert rapl-authors"):
+        load_ir50_weights(IRSmall(), _save(state, tmp_path / "authors.pt"))
+
+
 class Pickled:
     def __init__(self):
         self.weights = torch.zeros(3)

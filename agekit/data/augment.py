@@ -6,11 +6,28 @@ a random subset of the batch with its own probability. Works on float images
 the given ``torch.Generator`` and then moved, so the same seed gives the same
 augmentation on CPU and GPU.
 
+The paper names the five operations without their parameters. Two named settings
+(``data.augmentation``, :func:`augmentation`):
+
+* ``agekit`` (the default): milder rotations with replicated edges, random
+  sharpening or blurring, mostly horizontal flips; see :class:`BatchAugment`.
+* ``rapl_authors``: what the authors' code does (torchvision transforms in their
+  ``data_loader.py``): grayscale with probability 0.1, horizontal flip 0.2, a
+  rotation by a uniform angle in [-30, 30] degrees on every image (nearest
+  pixel, black corners), sharpness factor 0.2 with probability 0.5 (a factor
+  below 1 blurs: 80 % of the way to the smoothed image) and vertical flip 0.2.
+  They apply them in that order; here flips, grayscale, rotation and sharpness
+  run in this module's order, which gives the same distribution of results
+  (grayscale, sharpness and the flips commute with each other up to clipping,
+  and a flip turns a rotation by an angle into one by the opposite angle, which
+  is as likely).
+
 Taught in ``notebooks/01_synthetic_faces.ipynb``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,17 +46,19 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(1, keepdim=True).expand_as(images)
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by its angle in degrees (counter-clockwise), edges replicated.
+def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: str = "border", mode: str = "bilinear") -> torch.Tensor:
+    """Rotate each image by its angle in degrees (counter-clockwise).
 
-    images: [b, 3, H, W]; degrees: [b] -> [b, 3, H, W].
+    images: [b, 3, H, W]; degrees: [b] -> [b, 3, H, W]. fill: "border" replicates
+    the edges into the corners, "zeros" leaves them black (torchvision's default);
+    mode: "bilinear" or "nearest" (torchvision's default) interpolation.
     """
     radians = degrees.to(images.device, images.dtype) * (math.pi / 180.0)
     cos, sin = torch.cos(radians), torch.sin(radians)
     zeros = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode=fill, align_corners=False)
 
 
 def sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -60,8 +79,9 @@ def sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 class BatchAugment:
     """The paper's augmentations with a probability each (set one to 0 to switch it off).
 
-    rotation_degrees: the largest angle either way; sharpness_range: factors drawn
-    uniformly from it.
+    rotation_degrees: the largest angle either way; rotation_fill: "border" or
+    "zeros" (black corners); rotation_mode: "bilinear" or "nearest";
+    sharpness_range: factors drawn uniformly from it.
     """
 
     hflip: float = 0.5
@@ -71,6 +91,8 @@ class BatchAugment:
     rotation_degrees: float = 15.0
     sharpness: float = 0.3
     sharpness_range: tuple[float, float] = (0.0, 2.0)
+    rotation_fill: str = "border"
+    rotation_mode: str = "bilinear"
 
     def __post_init__(self):
         for name in ("hflip", "vflip", "gray", "rotation", "sharpness"):
@@ -80,6 +102,8 @@ class BatchAugment:
         low, high = self.sharpness_range
         if not 0 <= low <= high:
             raise ValueError(f"sharpness_range must be (low, high) with 0 <= low <= high, got {self.sharpness_range}.")
+        _checks.choice("rotation_fill", self.rotation_fill, ("border", "zeros"))
+        _checks.choice("rotation_mode", self.rotation_mode, ("bilinear", "nearest"))
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """images: float [b, 3, H, W] in [0, 1] -> augmented copy, same shape and device."""
@@ -102,7 +126,25 @@ class BatchAugment:
         out = torch.where(chosen[1].view(-1, 1, 1, 1), out.flip(-2), out)
         out = torch.where(chosen[2].view(-1, 1, 1, 1), grayscale(out), out)
         if bool(chosen[3].any()):
-            out = torch.where(chosen[3].view(-1, 1, 1, 1), rotate(out, angles), out)
+            out = torch.where(chosen[3].view(-1, 1, 1, 1),
+                              rotate(out, angles, self.rotation_fill, self.rotation_mode), out)
         if bool(sharp_chosen.any()):
             out = torch.where(sharp_chosen.view(-1, 1, 1, 1), sharpen(out, factors), out)
         return out
+
+
+# The named settings of ``data.augmentation`` (see the module docstring).
+AUGMENTATIONS: dict[str, BatchAugment] = {
+    "agekit": BatchAugment(),
+    "rapl_authors": BatchAugment(hflip=0.2, vflip=0.2, gray=0.1, rotation=1.0, rotation_degrees=30.0,
+                                 sharpness=0.5, sharpness_range=(0.2, 0.2), rotation_fill="zeros",
+                                 rotation_mode="nearest"),
+}
+
+
+def augmentation(name: str = "agekit") -> BatchAugment:
+    """A copy of the named setting: "agekit" (default) or "rapl_authors" (their code's parameters).
+
+    Taught in ``notebooks/01_synthetic_faces.ipynb``.
+    """
+    return dataclasses.replace(AUGMENTATIONS[_checks.choice("augmentation", name, list(AUGMENTATIONS))])

@@ -13,7 +13,7 @@ import importlib
 from agekit.models.backbones import build_backbone, global_average_pool, list_backbones
 from agekit.models.heads import EVRHead, GenderHead, RegressionHead
 from agekit.models.ir import IR, IR50, BottleneckIR, IRSmall
-from agekit.models.pretrained import LoadReport, load_ir50_weights
+from agekit.models.pretrained import LoadReport, from_rapl_authors, load_ir50_weights, load_pretrained
 from agekit.models.rapl import VARIANTS, RAPLNet, RAPLOutput, rapl_loss
 from agekit.models.reweighting import AgeReweighting, PositionHead
 
@@ -43,6 +43,8 @@ __all__ = [
     "VARIANTS",
     "rapl_loss",
     "load_ir50_weights",
+    "load_pretrained",
+    "from_rapl_authors",
     "LoadReport",
     *_LAZY,
 ]

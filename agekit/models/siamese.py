@@ -7,11 +7,17 @@ the batch is compared (Section 2.2, Fig. 4). That is what this module does:
 
     images [b, 3, H, W] -> backbone -> feature map [b, c, h, w]
                         -> global average pool -> features [b, c]
-                        -> dropout (p = 0.5)
-                        -> age embedding FC    [b, N_a]   (N_a = 70)
-                        -> gender embedding FC [b, N_g]   (N_g = 10, multi-task only)
+                        -> dropout (p = 0.5)   -> dropped features [b, c]
 
-The backbone is Inception V3 in the paper (GPU preset), a small IR on a laptop.
+    dropped features --age embedding FC----> [b, N_a]   (N_a = 70)
+    dropped features --gender embedding FC-> [b, N_g]   (N_g = 10, multi-task only)
+
+The two fully connected layers sit side by side on the same dropped features;
+neither feeds the other.
+
+The backbone is Inception V3 at 227 px in the paper (the ``gpu`` preset), the
+IR50 of RAPL in the ``gpu_ir50`` preset (both methods on one backbone), and a
+small IR on a laptop (``cpu``).
 Training uses :func:`siamese_loss`; ages are then read off the training set by
 k-nearest neighbours in the age embedding (:mod:`agekit.knn`).
 

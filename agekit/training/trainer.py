@@ -10,7 +10,8 @@ Per epoch:
    into per-process pieces under torchrun), so that every face feeds RAPL's
    reference bank (a last batch of a single face per process is dropped);
 2. for every batch: uint8 images -> device -> floats in [0, 1] -> the paper's
-   augmentation (training only, its own generator) -> [-1, 1]; forward in mixed
+   augmentation (training only, its own generator) -> the input scaling of the
+   backbone's weights (:mod:`agekit.normalization`); forward in mixed
    precision on CUDA; the method's loss in float32; a NaN or infinite loss stops
    the run at once, naming the epoch, the step and the loss part; backward, step;
    the method's per-batch hook (RAPL feeds its reference bank);
@@ -49,13 +50,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from agekit._io import folder_lock, remove_stale_temps
-from agekit.config import Config, config_from_dict, config_to_dict, save_config, write_text_atomic
-from agekit.data.augment import BatchAugment
-from agekit.data.dataset import FaceDataset, normalize, to_float
+from agekit.config import Config, OptimConfig, config_from_dict, config_to_dict, save_config, write_text_atomic
+from agekit.data.augment import BatchAugment, augmentation
+from agekit.data.dataset import FaceDataset, to_float
 from agekit.data.labels import AgeLabels
 from agekit.data.splits import identity_split, split_indices
 from agekit.device import amp_dtype, autocast, describe, grad_scaler, resolve_device
 from agekit.metrics import confidence_score, summarize
+from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
+from agekit.normalization import normalize_as
 from agekit.training import distributed
 from agekit.training.checkpoint import (
     CheckpointError,
@@ -177,17 +180,20 @@ def as_splits(data, description: str = "") -> DataSplits:
 
 
 def prepare_images(images: torch.Tensor, image_size: int | None = None, augment: BatchAugment | None = None,
-                   generator: torch.Generator | None = None, channels_last: bool = False) -> torch.Tensor:
-    """uint8 [b, 3, H, W] (on the device) -> the model's input [b, 3, S, S] in [-1, 1].
+                   generator: torch.Generator | None = None, channels_last: bool = False,
+                   normalization: str = DEFAULT_NORMALIZATION) -> torch.Tensor:
+    """uint8 [b, 3, H, W] (on the device) -> the model's input [b, 3, S, S].
 
-    Resizes when H differs from ``image_size``, augments when ``augment`` is given.
+    Resizes when H differs from ``image_size``, augments when ``augment`` is given,
+    then scales as ``normalization`` says ("symmetric": [-1, 1]; "imagenet": ImageNet
+    mean/std; see :mod:`agekit.normalization`).
     """
     x = to_float(images)
     if image_size is not None and x.shape[-1] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     if augment is not None:
         x = augment(x, generator)
-    x = normalize(x)
+    x = normalize_as(x, normalization)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -216,7 +222,7 @@ def _prefetch(items, enabled: bool, depth: int = 2):
 
 def run_outputs(outputs_fn, model: nn.Module, dataset: FaceDataset, batch_size: int, device: torch.device,
                 image_size: int | None = None, dtype: torch.dtype | None = None, channels_last: bool = False,
-                info: distributed.DistInfo | None = None) -> dict:
+                info: distributed.DistInfo | None = None, normalization: str = DEFAULT_NORMALIZATION) -> dict:
     """``outputs_fn(model, images)`` over this process's shard of ``dataset``, in order, in eval mode.
 
     Returns {name: tensor [k, ...]} for the k faces of the shard (all of them in one process).
@@ -235,7 +241,8 @@ def run_outputs(outputs_fn, model: nn.Module, dataset: FaceDataset, batch_size: 
             for batch in _prefetch(batches, enabled=pin):
                 images = batch.images.to(device, non_blocking=pin)
                 with autocast(device, dtype):
-                    out = outputs_fn(model, prepare_images(images, image_size, channels_last=channels_last))
+                    out = outputs_fn(model, prepare_images(images, image_size, channels_last=channels_last,
+                                                           normalization=normalization))
                 for name, value in out.items():
                     parts.setdefault(name, []).append(value.float() if value.is_floating_point() else value)
     finally:
@@ -263,7 +270,8 @@ class TrainResult:
 
     model: the best model (lowest validation MAE), in eval mode; history: one dict per
     epoch; test_metrics: the best model's test metrics (None if the run stopped early).
-    ``references`` (RAPL) and ``gallery`` (Siamese) are what prediction needs.
+    ``references`` (RAPL) and ``gallery`` (Siamese) are what prediction needs;
+    ``normalization`` is the input scaling the model was trained with.
     """
 
     model: nn.Module
@@ -276,6 +284,7 @@ class TrainResult:
     out_dir: Path | None = None
     data: DataSplits | None = None
     notes: list[str] = field(default_factory=list)
+    normalization: str = DEFAULT_NORMALIZATION
 
     @property
     def references(self) -> torch.Tensor | None:
@@ -373,6 +382,20 @@ def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+# Adadelta as Zeiler (2012) ran it (rho 0.95, eps 1e-6), cited by the Siamese paper without
+# values of its own; with lr 1.0 (PyTorch's default) the update is exactly the paper's rule.
+ADADELTA_RHO, ADADELTA_EPS = 0.95, 1e-6
+
+
+def make_optimizer(parameters, optim: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser ``optim.name`` says (adam | adamw | adadelta) with ``optim.lr`` and ``optim.weight_decay``."""
+    if optim.name == "adadelta":
+        return torch.optim.Adadelta(parameters, lr=optim.lr, rho=ADADELTA_RHO, eps=ADADELTA_EPS,
+                                    weight_decay=optim.weight_decay)
+    optimizer_class = torch.optim.Adam if optim.name == "adam" else torch.optim.AdamW
+    return optimizer_class(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
 class Trainer:
     """Holds a run's model, optimiser, schedule, generators and history; :meth:`fit` runs it.
 
@@ -406,18 +429,18 @@ class Trainer:
         self.channels_last = t.channels_last and self.device.type == "cuda"
         self.method = make_method(self.config, self.data.age_labels, self.device)
 
+        self.normalization = DEFAULT_NORMALIZATION  # set from the weights' source by _build_model
         self.model, self.net = self._build_model(t.seed)  # net: the model, wrapped under torchrun
 
         o = self.config.optim
-        optimizer_class = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        self.optimizer = optimizer_class(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), o)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=o.milestones, gamma=o.gamma)
         # One shuffling order for all processes; augmentation differs per process.
         self.generators = {
             "shuffle": torch.Generator().manual_seed(t.seed),
             "augment": torch.Generator().manual_seed(t.seed + 1 + 7919 * self.info.rank),
         }
-        self.augment = BatchAugment() if self.config.data.augment else None
+        self.augment = augmentation(self.config.data.augmentation) if self.config.data.augment else None
 
         self.epoch = 0
         self.history: list[dict] = []
@@ -429,10 +452,16 @@ class Trainer:
     def _build_model(self, seed: int) -> tuple[nn.Module, nn.Module]:
         torch.manual_seed(seed)  # the model's initial weights
         model = self.method.build_model()
+        source = None
         if self.config.model.pretrained:
-            from agekit.models.pretrained import load_ir50_weights
+            from agekit.models.pretrained import load_pretrained
 
-            self.notes.append(f"Pretrained backbone: {load_ir50_weights(model, self.config.model.pretrained)}")
+            source = load_pretrained(model, self.config.model.pretrained)  # the loader of this backbone
+            self.notes.append(f"Pretrained backbone: {source.description}")
+        chosen = self.config.model.normalization
+        self.normalization = chosen if chosen != "auto" else source.normalization if source else DEFAULT_NORMALIZATION
+        if source is not None and chosen == "auto":
+            self.notes.append(f"Input normalization: {self.normalization} (that of {source.source} weights).")
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -477,6 +506,7 @@ class Trainer:
             "best": dict(self.best),
             "world_size": self.info.world_size,
             "notes": list(self.notes),
+            "normalization": self.normalization,
         }
 
     def _resume(self) -> None:
@@ -493,6 +523,8 @@ class Trainer:
                 f"{path} was trained on other data (fingerprint {saved}, these data {self.fingerprint}): the data "
                 "set or the synthetic generator changed since. Train into a new folder, or delete this one."
             )
+        # a run goes on with the scaling it started with (check_compatible compared model.normalization)
+        self.normalization = state.get("normalization", DEFAULT_NORMALIZATION)  # absent in older checkpoints
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         load_scheduler_state(self.scheduler, state["scheduler"])
@@ -541,7 +573,7 @@ class Trainer:
             for step, batch in enumerate(_prefetch(batches, enabled=pin), start=1):
                 batch = batch.to(self.device, non_blocking=pin)
                 images = prepare_images(batch.images, self.config.data.image_size, self.augment,
-                                        self.generators["augment"], self.channels_last)
+                                        self.generators["augment"], self.channels_last, self.normalization)
                 with autocast(self.device, self.dtype):
                     output = self.method.forward(self.net, images)
                 total, parts = self.method.loss(output, batch.ages, batch.genders)  # float32, outside autocast
@@ -591,7 +623,8 @@ class Trainer:
         """Predictions for all of ``dataset`` (gathered from every process), in dataset order."""
         t = self.config.train
         local = run_outputs(self.method.outputs, self.model, dataset, t.eval_batch_size, self.device,
-                            self.config.data.image_size, self.dtype, self.channels_last, self.info)
+                            self.config.data.image_size, self.dtype, self.channels_last, self.info,
+                            self.normalization)
         local = self.method.finish(local)
         return {name: distributed.gather_cat(value, self.info) for name, value in local.items()}
 
@@ -599,7 +632,8 @@ class Trainer:
         """Siamese: embed the training set (eval mode, no augmentation) as the kNN gallery."""
         t, train = self.config.train, self.data.train
         local = run_outputs(self.method.outputs, self.model, train, t.eval_batch_size, self.device,
-                            self.config.data.image_size, self.dtype, self.channels_last, self.info)
+                            self.config.data.image_size, self.dtype, self.channels_last, self.info,
+                            self.normalization)
         gathered = {name: distributed.gather_cat(value, self.info) for name, value in local.items()}
         self.method.set_gallery(gathered, train.ages, train.genders)
 
@@ -630,7 +664,7 @@ class Trainer:
         if self.out_dir is not None and self.info.is_main:
             self._write_metrics(test_metrics, complete)
         return TrainResult(self.model.eval(), self.method, self.config, self.data.age_labels, self.history,
-                           test_metrics, self.best["epoch"], self.out_dir, self.data, self.notes)
+                           test_metrics, self.best["epoch"], self.out_dir, self.data, self.notes, self.normalization)
 
     def _model_name(self) -> str:
         if self.config.method == "rapl":
@@ -713,7 +747,12 @@ def check_compatible(state: dict, config: Config, age_labels: AgeLabels, path) -
     """Refuse to continue a checkpoint with another method, other settings or other age labels."""
     if state.get("method") != config.method:
         raise CheckpointError(f"{path} was trained with method {state.get('method')!r}, not {config.method!r}.")
-    differences = [k for k in _config_differences(state["config"], config_to_dict(config)) if k not in RESUMABLE_CHANGES]
+    # settings added since the checkpoint was written take their defaults (config_from_dict fills them in)
+    try:
+        saved = config_to_dict(config_from_dict(state["config"]))
+    except ValueError:  # a setting that no longer exists: listed as a difference below
+        saved = state["config"]
+    differences = [k for k in _config_differences(saved, config_to_dict(config)) if k not in RESUMABLE_CHANGES]
     if differences:
         raise CheckpointError(
             f"{path} was written with other settings ({', '.join(differences)}); continue it with the same "
@@ -813,8 +852,41 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
                       "synthetic generator changed, or these are other data); its saved test metrics are dropped.",
                       stacklevel=2)
         test_metrics = None
+    normalization = state.get("normalization", DEFAULT_NORMALIZATION)  # absent before it was recorded
     return TrainResult(model.to(device).eval(), method, config, labels, history, test_metrics,
-                       best, Path(path).parent, data, list(state.get("notes", [])))
+                       best, Path(path).parent, data, list(state.get("notes", [])), normalization)
+
+
+def save_model_checkpoint(model: nn.Module, path, config: Config, normalization: str,
+                          notes: list[str] | tuple = ()) -> Path:
+    """Write a model trained elsewhere (e.g. converted from another code base) as an agekit checkpoint.
+
+    ``config`` must describe ``model`` (method, variant, backbone, image size);
+    ``normalization`` is its input scaling. :func:`load_trained`, ``agekit eval`` and
+    ``agekit predict`` read the file; it holds no optimiser state, so it starts new
+    runs' evaluation, not a ``--resume``. RAPL models are saved without references
+    (prediction uses the EVR age).
+    """
+    from agekit.models import RAPLNet
+    from agekit.normalization import check_normalization
+
+    net = unwrap(model)
+    if config.method != "rapl" or not isinstance(net, RAPLNet):
+        raise TypeError(f"save_model_checkpoint writes RAPL models, got method {config.method!r} and "
+                        f"{type(net).__name__}.")
+    state = {
+        "method": config.method,
+        "config": config_to_dict(config.validate()),
+        "age_labels": net.age_values.detach().cpu().clone(),
+        "epoch": 0,
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "eval_state": {"references": None},
+        "history": [],
+        "best": {"epoch": 0},
+        "notes": list(notes),
+        "normalization": check_normalization(normalization),
+    }
+    return save_checkpoint(state, path)
 
 
 def _saved_test_metrics(checkpoint, best_epoch: int) -> dict | None:
@@ -831,14 +903,15 @@ def _saved_test_metrics(checkpoint, best_epoch: int) -> dict | None:
 
 def predict(model_or_result, dataset: FaceDataset, batch_size: int | None = None, device=None,
             references: torch.Tensor | None = None, gallery=None, k: int = 20,
-            image_size: int | None = None) -> dict:
+            image_size: int | None = None, normalization: str = DEFAULT_NORMALIZATION) -> dict:
     """Predictions for every face of ``dataset``, as a dict of CPU tensors in dataset order.
 
     model_or_result: a :class:`TrainResult` (everything is taken from it), or a bare
     RAPLNet / SiameseNet. Keys: RAPL: "age" [N], "features" [N, c], with GP "gender"
     [N] and "female_prob" [N], with references "position_age" [N]. Siamese:
     "embeddings" [N, N_a], "features", "gender_embeddings" (multi-task), and with a
-    gallery "age" (kNN) and "gender" (kNN vote).
+    gallery "age" (kNN) and "gender" (kNN vote). ``normalization`` (bare models only; a
+    TrainResult brings its own) is the input scaling of :mod:`agekit.normalization`.
     Taught in ``notebooks/06_rapl_training.ipynb`` and ``notebooks/07_siamese_metric_learning.ipynb``.
     """
     if isinstance(model_or_result, TrainResult):
@@ -847,7 +920,8 @@ def predict(model_or_result, dataset: FaceDataset, batch_size: int | None = None
         device = next(model.parameters()).device if device is None else resolve_device(device)
         batch_size = batch_size or result.config.train.eval_batch_size
         out = run_outputs(method.outputs, model.to(device), dataset, batch_size, device,
-                          result.config.data.image_size, amp_dtype(device, result.config.train.amp))
+                          result.config.data.image_size, amp_dtype(device, result.config.train.amp),
+                          normalization=result.normalization)
         return {name: value.cpu() for name, value in method.finish(out).items()}
     model = model_or_result
     if not isinstance(model, nn.Module):
@@ -859,9 +933,10 @@ def predict(model_or_result, dataset: FaceDataset, batch_size: int | None = None
     if isinstance(unwrap(model), RAPLNet):
         refs = None if references is None else references.to(device)
         out = run_outputs(lambda m, x: rapl_outputs(m, x, refs), model.to(device), dataset, batch_size, device,
-                          image_size)
+                          image_size, normalization=normalization)
     else:
-        out = run_outputs(siamese_outputs, model.to(device), dataset, batch_size, device, image_size)
+        out = run_outputs(siamese_outputs, model.to(device), dataset, batch_size, device, image_size,
+                          normalization=normalization)
         if gallery is not None:
             from agekit.knn import Gallery
             from agekit.training.methods import SiameseGallery
