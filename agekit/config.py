@@ -239,8 +239,9 @@ def preset(name: str = "cpu", method: str = "rapl") -> Config:
     return config
 
 
-def resolve_preset(name: str, device="auto") -> str:
-    """``"auto"`` -> ``"gpu"`` when ``device`` resolves to CUDA, else ``"cpu"``; other names are checked and returned.
+def resolve_preset(name: str, device="auto", gpu: str = "gpu") -> str:
+    """``"auto"`` -> ``gpu`` (default ``"gpu"``) when ``device`` resolves to CUDA, else ``"cpu"``; other names
+    are checked and returned.
 
     The one rule the command line (``agekit train --preset auto``) and the lessons
     (``agekit.lesson.settings``) share. An unknown name is an error, never a fallback.
@@ -250,7 +251,7 @@ def resolve_preset(name: str, device="auto") -> str:
         return name
     from agekit.device import resolve_device  # imports torch: only when "auto" must be decided
 
-    return "gpu" if resolve_device(device).type == "cuda" else "cpu"
+    return gpu if resolve_device(device).type == "cuda" else "cpu"
 
 
 def with_epochs(config: Config, epochs: int) -> Config:

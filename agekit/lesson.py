@@ -40,6 +40,7 @@ from types import SimpleNamespace
 
 from agekit.config import (
     METHODS,
+    PRESETS,
     Config,
     apply_overrides,
     config_to_dict,
@@ -49,7 +50,7 @@ from agekit.config import (
 )
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRESET_NAMES = ("auto", "cpu", "gpu")
+PRESET_NAMES = ("auto",) + tuple(name for name in PRESETS if name != "smoke")
 _TYPES = (bool, int, float, str, list, dict)
 _LESSON = re.compile(r"^\d\d_.+\.ipynb$")
 _state = {"fast": False}
@@ -273,11 +274,12 @@ def shown(path) -> str:
 
 
 def settings(P: SimpleNamespace, method: str = "rapl", overrides: Mapping | None = None,
-             fast_epochs: int | None = None) -> Config:
+             fast_epochs: int | None = None, gpu: str = "gpu") -> Config:
     """The training config of a lesson's parameters: one rule for every lesson.
 
-    Preset: ``smoke`` in fast mode; else ``P.preset_name`` ("auto": gpu on CUDA, else cpu;
-    a lesson without that parameter uses "auto"). Epochs: ``P.epochs`` when the lesson has
+    Preset: ``smoke`` in fast mode; else ``P.preset_name`` ("auto": ``gpu`` on CUDA, else cpu;
+    a lesson without that parameter uses "auto"; a lesson that compares the Siamese baseline
+    with RAPL on one backbone passes ``gpu="gpu_ir50"``). Epochs: ``P.epochs`` when the lesson has
     it and it is > 0 (0: the preset's number), with the learning-rate drops moved to the
     same places (:func:`agekit.config.with_epochs`); in fast mode ``fast_epochs`` or the
     smoke preset's. Seed: ``P.seed`` seeds the faces, their split and the training. Device:
@@ -286,7 +288,7 @@ def settings(P: SimpleNamespace, method: str = "rapl", overrides: Mapping | None
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     device = getattr(P, "device", "auto")
-    name = "smoke" if P.fast else resolve_preset(getattr(P, "preset_name", "auto"), device)
+    name = "smoke" if P.fast else resolve_preset(getattr(P, "preset_name", "auto"), device, gpu)
     config = preset(name, method)
     epochs = fast_epochs if P.fast else getattr(P, "epochs", 0)
     if epochs:

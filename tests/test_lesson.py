@@ -134,6 +134,11 @@ def test_settings_follow_the_parameters(monkeypatch):
     assert lesson.settings(SimpleNamespace(fast=True, seed=0, device="auto"), "rapl").train.epochs == 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert lesson.settings(SimpleNamespace(fast=False, seed=0, device="cpu", preset_name="gpu")).preset == "gpu"
+    on_ir50 = lesson.settings(SimpleNamespace(fast=False, seed=0, device="auto", preset_name="auto"), "siamese",
+                              gpu="gpu_ir50")
+    assert (on_ir50.preset, on_ir50.model.backbone) == ("gpu_ir50", "ir50")
+    paper = lesson.settings(SimpleNamespace(fast=False, seed=0, device="auto", preset_name="auto"), "siamese")
+    assert (paper.preset, paper.model.backbone, paper.optim.name) == ("gpu", "inception_v3", "adadelta")
 
 
 def test_run_names_come_from_the_settings(tmp_path):
