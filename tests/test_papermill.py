@@ -85,7 +85,7 @@ def test_course_runs_in_order_writes_an_index_and_stops_on_failure(tmp_path, mon
     assert good.ok and [lesson.notebook for lesson in good.lessons] == ["00_welcome"]
     assert (tmp_path / "good" / "00_welcome.ipynb").is_file()
     index = good.index.read_text(encoding="utf-8")
-    assert "00_welcome" in index and "fast mode" in index and "failed" not in index
+    assert "00_welcome" in index and "fast mode" in index and "failed:" not in index
 
     # A parameter 00 declares with a bad type: the run stops there and 03 never starts.
     bad = course.run_course(tmp_path / "bad", fast=True, only=["03", "00"], parameters={"seed": "three"},
@@ -93,7 +93,7 @@ def test_course_runs_in_order_writes_an_index_and_stops_on_failure(tmp_path, mon
     assert not bad.ok
     assert [lesson.notebook for lesson in bad.lessons] == ["00_welcome"]
     assert "TypeError" in bad.lessons[0].error and "'seed'" in bad.lessons[0].error
-    assert "failed" in bad.index.read_text(encoding="utf-8")
+    assert "failed: cell" in bad.index.read_text(encoding="utf-8")
     assert not (tmp_path / "bad" / "03_backbone_ir50.ipynb").exists()
     assert any("FAILED" in line for line in log)
 
