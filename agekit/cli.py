@@ -285,6 +285,9 @@ def _convert_rapl_authors(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agekit", description="Face-based age estimation: RAPL and a Siamese baseline.")
+    from agekit import __version__
+
+    parser.add_argument("--version", action="version", version=f"agekit {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(subparsers)
     _add_train_commands(subparsers)

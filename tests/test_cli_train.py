@@ -141,3 +141,10 @@ def test_python_dash_m_entry_point_reports_errors_without_traceback(tmp_path):
                            "--set", "nope=1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith("agekit: error: Unknown setting 'nope'") and "Traceback" not in done.stderr
+
+
+def test_version_is_the_package_version():
+    import agekit
+
+    done = subprocess.run([sys.executable, "-m", "agekit", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"agekit {agekit.__version__}"
