@@ -174,7 +174,7 @@ def run_course(
     """
     import papermill
 
-    notebooks = Path(notebooks) if notebooks is not None else notebooks_dir()
+    notebooks = Path(notebooks) if notebooks is not None else notebooks_dir(installed=False)
     lessons = _select(course_notebooks(notebooks), only)
     if not lessons:
         raise ValueError(f"No lessons (NN_name.ipynb) found in {notebooks}; run agekit course inside a checkout "
@@ -230,7 +230,7 @@ def run_course(
 
 def main_course(args) -> int:
     """``agekit course`` (called from agekit.cli)."""
-    notebooks = Path(args.notebooks) if args.notebooks else notebooks_dir()
+    notebooks = Path(args.notebooks) if args.notebooks else notebooks_dir(installed=False)
     if args.student is not None:
         target = Path(args.student) if args.student else None
         for path in write_student_copies(notebooks, target):

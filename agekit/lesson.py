@@ -249,10 +249,18 @@ def workspace(start=None) -> Path:
     return start
 
 
-def notebooks_dir(start=None) -> Path:
-    """The lessons of the workspace: its ``notebooks/`` folder, or the workspace itself for student copies."""
+def notebooks_dir(start=None, installed: bool = True) -> Path:
+    """The lessons of the workspace: its ``notebooks/`` folder, or the workspace itself for student copies.
+
+    With no lessons around ``start`` (a notebook run on its own in some folder, as the grader
+    does), the course's own lessons beside the installed package when it has them
+    (``installed=False``: the workspace regardless, for what must follow the working copy).
+    """
     root = workspace(start)
-    return root / "notebooks" if _lessons_in(root / "notebooks") else root
+    if _lessons_in(root / "notebooks"):
+        return root / "notebooks"
+    own = Path(__file__).resolve().parent.parent / "notebooks"
+    return own if installed and not _lessons_in(root) and _lessons_in(own) else root
 
 
 def runs_dir(fast: bool = False, start=None) -> Path:

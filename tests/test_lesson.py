@@ -204,6 +204,9 @@ def test_the_workspace_is_found_from_where_the_user_works(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert lesson.workspace(elsewhere) == elsewhere.resolve()
+    # a notebook run on its own (the grader's folder) still finds the course's lessons; the course runner does not
+    assert lesson.notebooks_dir(elsewhere) == (REPO / "notebooks").resolve()
+    assert lesson.notebooks_dir(elsewhere, installed=False) == elsewhere.resolve()
     assert lesson.runs_dir(True, start=checkout / "notebooks") == (checkout / "runs" / "fast").resolve()
 
 
