@@ -37,9 +37,8 @@ def _course(tmp_path, second_body="print(seed * 2)"):
 
 def test_course_site_has_landing_page_pages_and_links(tmp_path, monkeypatch, capsys):
     folder = _course(tmp_path)
-    monkeypatch.setattr(course, "notebooks_dir", lambda: folder)
     out = tmp_path / "site"
-    assert main(["course", "--out", str(out), "-p", "seed=3"]) == 0
+    assert main(["course", "--notebooks", str(folder), "--out", str(out), "-p", "seed=3"]) == 0
     captured = capsys.readouterr()
     final = captured.out.strip().splitlines()[-1]
     assert re.fullmatch(r"DONE: 2 lesson\(s\) ran in \d+ s \(\d+\.\d min\); index: .*index\.html", final), final
@@ -64,9 +63,8 @@ def test_course_site_has_landing_page_pages_and_links(tmp_path, monkeypatch, cap
 
 def test_failed_lesson_shows_on_landing_page_and_final_line(tmp_path, monkeypatch, capsys):
     folder = _course(tmp_path, second_body="raise ValueError('broken on purpose')")
-    monkeypatch.setattr(course, "notebooks_dir", lambda: folder)
     out = tmp_path / "site"
-    assert main(["course", "--out", str(out)]) == 1
+    assert main(["course", "--notebooks", str(folder), "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[-1].startswith("FAILED: 1 lesson(s) ran, 02_beta failed, after ")
     assert "02_beta failed at cell" in captured.err and "ValueError" in captured.err
