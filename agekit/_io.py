@@ -4,9 +4,12 @@ Every file agekit writes (checkpoints, configs, metrics, synthetic faces,
 previews, course outputs) goes through :func:`atomic_write`: a temporary file
 in the same folder, flushed to disk, then renamed over the target. A crash or
 Ctrl-C at any moment leaves either the old file or the new one, and no
-temporary file behind. (Prepared data sets publish several files in a fixed
-order instead; see ``agekit.data.prepare``.) A full disk is reported as
-:class:`DiskFull`, one line naming the folder, whatever library was writing.
+temporary file behind. Several files that only make sense together (a
+prepared data set: store, manifest, ...) are written under temporary names
+with :func:`staged_files` and renamed into place together, in a fixed order,
+once all of them are complete; a failure deletes every temporary file. A full
+disk is reported as :class:`DiskFull`, one line naming the folder, whatever
+library was writing.
 
 A run that writes several files into one folder (a training run, a prepared
 data set) holds :func:`folder_lock` meanwhile, so a second run into the same
@@ -28,8 +31,8 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
 
 LOCK_NAME = ".agekit.lock"
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -76,16 +79,21 @@ class _Tracked:
         return getattr(self._handle, name)
 
 
-def atomic_write(path, write: Callable) -> Path:
-    """Create or replace ``path`` atomically; ``write(binary_file)`` fills it. Returns the path.
+def _temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """A new empty file ``.NAME.XXXX.tmp`` in ``folder`` with the usual permissions for the umask: (fd, path)."""
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # a bare temporary file would be private
+    return fd, Path(temporary)
 
-    The folder is created if needed. The new file gets the usual permissions for
-    the user's umask (a bare temporary file would be private). A full disk raises
-    ``DiskFull`` and leaves the old file in place.
+
+def _fill(fd: int, write: Callable) -> None:
+    """``write(binary_file)`` into the open ``fd``, then flush it to disk and close it.
+
+    A full disk met inside ``write`` raises its ``OSError`` even where the
+    writing library wrapped it in another error (torch.save's RuntimeError).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tracked = None
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -93,18 +101,115 @@ def atomic_write(path, write: Callable) -> Path:
             write(tracked)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+    except BaseException as error:
+        cause = tracked.error if tracked is not None else None
+        if cause is not None and cause is not error and cause.errno in _FULL:
+            raise cause from None
+        raise
+
+
+def _raise_disk_full(error: BaseException, folder, needed: int | None = None) -> None:
+    """Raise ``DiskFull`` (one line, no traceback chain) when ``error`` means "no space left"; else return."""
+    if isinstance(error, OSError):
+        full = disk_full(error, folder, needed)
+        if full is not error:
+            raise full from None
+
+
+def atomic_write(path, write: Callable) -> Path:
+    """Create or replace ``path`` atomically; ``write(binary_file)`` fills it. Returns the path.
+
+    The folder is created if needed. The new file gets the usual permissions for
+    the user's umask. A full disk raises ``DiskFull`` and leaves the old file in
+    place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = _temporary(path.parent, path.name)
+    try:
+        _fill(fd, write)
         os.replace(temporary, path)
     except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        cause = tracked.error if tracked is not None and tracked.error is not None else error
-        if isinstance(cause, OSError) and disk_full(cause, path.parent) is not cause:
-            raise disk_full(cause, path.parent) from None
+        temporary.unlink(missing_ok=True)
+        _raise_disk_full(error, path.parent)
         raise
     return path
+
+
+class StagedFiles:
+    """Files written into one folder under temporary names, renamed into place together by :meth:`publish`.
+
+    Each file is complete and flushed to disk before anything is renamed, and
+    the renames happen in the order the files were added, so a reader that
+    checks the last one (a manifest) never sees it beside older companions.
+    Make one with :func:`staged_files`, which deletes the temporary files when
+    the block fails.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.renames: list[tuple[Path, Path]] = []  # (temporary, final), in publishing order
+        self._handles: list = []  # files from open(), closed by discard()
+
+    def open(self, name: str):
+        """A new temporary file for ``name``: (binary file open for writing, its path).
+
+        The caller flushes it to disk and closes it before :meth:`publish`.
+        """
+        fd, temporary = _temporary(self.folder, name)
+        self.renames.append((temporary, self.folder / name))
+        self._handles.append(os.fdopen(fd, "wb"))
+        return self._handles[-1], temporary
+
+    def write(self, name: str, write: Callable) -> Path:
+        """Write the temporary file for ``name`` with ``write(binary_file)``; returns its temporary path."""
+        fd, temporary = _temporary(self.folder, name)
+        self.renames.append((temporary, self.folder / name))
+        _fill(fd, write)
+        return temporary
+
+    def write_text(self, name: str, text: str) -> Path:
+        """:meth:`write` for UTF-8 text."""
+        data = text.encode("utf-8")
+        return self.write(name, lambda handle: handle.write(data))
+
+    def publish(self, remove_first: Sequence[str] = ()) -> list[Path]:
+        """Delete the files named in ``remove_first``, then rename every file into place, in order."""
+        for name in remove_first:
+            (self.folder / name).unlink(missing_ok=True)
+        published = []
+        while self.renames:
+            temporary, final = self.renames[0]
+            os.replace(temporary, final)
+            published.append(self.renames.pop(0)[1])
+        return published
+
+    def discard(self) -> None:
+        """Close the files from :meth:`open` and delete the temporary files that were not published."""
+        for handle in self._handles:
+            with contextlib.suppress(OSError):  # closing may flush into a full disk
+                handle.close()
+        for temporary, _ in self.renames:
+            temporary.unlink(missing_ok=True)
+        self.renames.clear()
+
+
+@contextlib.contextmanager
+def staged_files(folder, needed: int | None = None):
+    """A :class:`StagedFiles` for ``folder`` (created if needed) for the ``with`` block.
+
+    When the block fails, every temporary file not yet published is deleted
+    and a full disk becomes ``DiskFull`` (``needed``, in bytes, is named in its
+    message); files published before the failure stay.
+    """
+    files = StagedFiles(folder)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield files
+    except BaseException as error:
+        files.discard()
+        _raise_disk_full(error, folder, needed)
+        raise
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ is filled with black, and the square is resized to ``S x S`` (bilinear, with
 Pillow's antialiasing when shrinking).
 
 Every file is written under a temporary name first and renamed into place at the
-end, ``manifest.csv`` last; an older manifest is removed just before, so a run
+end, ``manifest.csv`` last (``agekit._io.staged_files``); an older manifest is removed just before, so a run
 that stops early (an error, Ctrl-C, a full disk) never leaves a manifest next to
 a store it does not describe, and removes its temporary files. A run holds
 ``out``'s lock (``agekit._io.folder_lock``): a second preparation into the same
@@ -41,7 +41,6 @@ import os
 import shutil
 import stat
 import sys
-import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +53,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from agekit import _checks
-from agekit._io import DiskFull, disk_full, folder_lock, remove_stale_temps
+from agekit._io import DiskFull, folder_lock, remove_stale_temps, staged_files
 from agekit.data.dataset import FaceDataset
 from agekit.data.formats import (
     AGE_RANGE,
@@ -213,30 +212,24 @@ def _warn_leakage(identities: list[str], codes: torch.Tensor) -> dict[str, list[
 # --- writing -------------------------------------------------------------------------------
 
 
-def _temp_path(out: Path, name: str) -> Path:
-    return out / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+def _csv(header: Sequence[str], rows, errors: str = "strict"):
+    """A writer of ``header`` and ``rows`` as UTF-8 CSV into a binary file (for ``StagedFiles.write``)."""
 
-
-def _write_csv(path: Path, header: Sequence[str], rows, errors: str = "strict") -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors=errors) as handle:
-        writer = csv.writer(handle)
+    def write(handle) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors=errors, newline="")
+        writer = csv.writer(text)
         writer.writerow(header)
         writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
+        text.flush()
+        text.detach()  # the caller closes the file
+
+    return write
 
 
 def _manifest_rows(records: list[Record], codes: torch.Tensor):
     for index, (record, code) in enumerate(zip(records, codes.tolist())):
         gender = "" if record.gender < 0 else record.gender
         yield index, record.path, record.age, gender, record.identity, SPLIT_NAMES[code]
-
-
-def _publish(renames: list[tuple[Path, Path]], manifest: Path) -> None:
-    """Rename temp files into place in order; the old manifest goes first, the new one comes last."""
-    manifest.unlink(missing_ok=True)
-    for temp, final in renames:
-        os.replace(temp, final)
 
 
 @dataclass
@@ -350,24 +343,21 @@ def _prepare_locked(format, root, out, records, skipped, image_size, split, seed
     low, high = age_range
     needed = len(records) * 3 * image_size * image_size + 2**20 + 200 * len(records)  # store, JSON, CSV rows
     _check_space(out, needed, len(records), image_size)
-    writer = StoreWriter(out, len(records), image_size)
-    temps: list[Path] = []
-    try:
+    with staged_files(out, needed) as files:
+        writer = StoreWriter(out, len(records), image_size, files)
         kept = _decode_all(records, writer, skipped, image_size, workers, progress)
         if not kept:
             raise DatasetError(_empty_message(format, root, skipped))
         codes = _assign_splits(kept, split, seed)
         leaks = _warn_leakage([r.identity for r in kept], codes)
-        renames = writer.finish(len(kept))
+        writer.finish(len(kept))
 
         skipped.sort(key=lambda s: (s.path, s.reason))
         counts = dict(collections.Counter(s.reason for s in skipped))
         summary = PrepareSummary(
             out, len(kept), {name: int((codes == i).sum()) for i, name in enumerate(SPLIT_NAMES)}, counts, leaks
         )
-        skipped_tmp, info_tmp, manifest_tmp = (_temp_path(out, n) for n in (SKIPPED_NAME, INFO_NAME, MANIFEST_NAME))
-        temps += [skipped_tmp, info_tmp, manifest_tmp]
-        _write_csv(skipped_tmp, ("path", "reason", "detail"), skipped, errors="backslashreplace")
+        files.write(SKIPPED_NAME, _csv(("path", "reason", "detail"), skipped, errors="backslashreplace"))
         info = {
             "format": format, "root": shown_name(str(root.resolve())), "image_size": image_size, "split": split,
             "seed": seed, "age_range": [low, high], "images": len(kept), "splits": summary.splits,
@@ -375,18 +365,10 @@ def _prepare_locked(format, root, out, records, skipped, image_size, split, seed
             "square": "longer side, centred on the image or face box, black padding; bilinear resize",
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        info_tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _write_csv(manifest_tmp, MANIFEST_COLUMNS, _manifest_rows(kept, codes))
-        renames += [(skipped_tmp, out / SKIPPED_NAME), (info_tmp, out / INFO_NAME), (manifest_tmp, out / MANIFEST_NAME)]
-        _publish(renames, out / MANIFEST_NAME)
-    except BaseException as error:
-        writer.discard()
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        full = disk_full(error, out, needed) if isinstance(error, OSError) else error
-        if full is not error:
-            raise full from None
-        raise
+        files.write(INFO_NAME, lambda handle: handle.write(
+            (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")))
+        files.write(MANIFEST_NAME, _csv(MANIFEST_COLUMNS, _manifest_rows(kept, codes)))
+        files.publish(remove_first=(MANIFEST_NAME,))  # the old manifest goes first, the new one comes last
     return summary
 
 

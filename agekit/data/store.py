@@ -24,13 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agekit import _checks
+from agekit._io import StagedFiles
 
 STORE_VERSION = 1
 DATA_NAME = "images.u8"
@@ -175,20 +175,22 @@ class StoreWriter:
     At most ``capacity`` rows; ``finish(count)`` keeps the first ``count``.
     Rows are written with ordinary file writes (not through a memory map, where
     a full disk kills the process with SIGBUS), so a full disk raises
-    ``OSError``. Nothing carries a final name until the caller renames the
-    pairs ``finish`` returns, so an interrupted run never leaves a store that
-    looks complete. ``discard`` deletes the temporary files.
+    ``OSError``. The two files are staged in ``files`` (an
+    ``agekit._io.StagedFiles``, one of its own when none is given), so they are
+    published with whatever else the caller stages there; nothing carries a
+    final name until they are renamed, so an interrupted run never leaves a
+    store that looks complete. ``discard`` deletes the temporary files.
     """
 
-    def __init__(self, directory: str | os.PathLike, capacity: int, image_size: int):
+    def __init__(self, directory: str | os.PathLike, capacity: int, image_size: int,
+                 files: StagedFiles | None = None):
         self.directory = Path(directory)
         self.capacity = _checks.positive_int("capacity", capacity)
         self.image_size = _checks.positive_int("image_size", image_size)
         self.row_bytes = 3 * self.image_size * self.image_size
-        token = uuid.uuid4().hex[:12]
-        self.data_tmp = self.directory / f".{DATA_NAME}.{token}.tmp"
-        self.meta_tmp = self.directory / f".{META_NAME}.{token}.tmp"
-        self._file = open(self.data_tmp, "xb")
+        self._files = files if files is not None else StagedFiles(self.directory)
+        self._file, self.data_tmp = self._files.open(DATA_NAME)
+        self.meta_tmp: Path | None = None
         self._next = 0  # the row the file position is at
 
     def write(self, row: int, image: np.ndarray) -> None:
@@ -216,7 +218,7 @@ class StoreWriter:
             "layout": "NCHW, RGB, C order",
             "file": DATA_NAME,
         }
-        self.meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        self.meta_tmp = self._files.write_text(META_NAME, json.dumps(meta, indent=2) + "\n")
         return [(self.data_tmp, self.directory / DATA_NAME), (self.meta_tmp, self.directory / META_NAME)]
 
     def discard(self) -> None:
@@ -224,4 +226,5 @@ class StoreWriter:
         with contextlib.suppress(OSError):  # closing may flush into a full disk
             self._file.close()
         for path in (self.data_tmp, self.meta_tmp):
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
