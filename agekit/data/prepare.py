@@ -23,7 +23,8 @@ a store it does not describe, and removes its temporary files. A run holds
 folder is refused, and temporary files that killed runs left there are deleted.
 Free space is checked before decoding.
 
-``load_prepared(manifest)`` reads the result back for training.
+``load_prepared(manifest)`` (``agekit.data.prepared``, also importable from
+here) reads the result back for training.
 
 Taught in ``notebooks/10_real_datasets.ipynb``.
 """
@@ -54,7 +55,6 @@ from tqdm.auto import tqdm
 
 from agekit import _checks
 from agekit._io import DiskFull, folder_lock, remove_stale_temps, staged_files
-from agekit.data.dataset import FaceDataset
 from agekit.data.formats import (
     AGE_RANGE,
     DUPLICATE,
@@ -64,18 +64,21 @@ from agekit.data.formats import (
     Record,
     Skip,
     get_format,
-    read_text,
     shown_name,
 )
 from agekit.data.images import ImageError, open_rgb
+from agekit.data.prepared import (  # noqa: F401  (the reading half, re-exported for existing imports)
+    INFO_NAME,
+    MANIFEST_COLUMNS,
+    MANIFEST_NAME,
+    SKIPPED_NAME,
+    PreparedData,
+    load_prepared,
+)
 from agekit.data.splits import SPLIT_NAMES, find_leakage, identity_split
-from agekit.data.store import DATA_NAME, META_NAME, ImageStore, StoreWriter
+from agekit.data.store import DATA_NAME, META_NAME, StoreWriter
 
 SPLIT_MODES = ("identity", "rank", "predefined")
-MANIFEST_NAME = "manifest.csv"
-SKIPPED_NAME = "skipped.csv"
-INFO_NAME = "prepare.json"
-MANIFEST_COLUMNS = ("index", "path", "age", "gender", "identity", "split")
 DEFAULT_AGE_RANGE = (0, 120)
 VAL_FRACTION = 0.1  # predefined splits without a val part: this share of train, at random (seeded)
 CACD_RANK_SPLIT = ((2, 1), (5, 2))  # rank <= 2 -> val, rank <= 5 -> test, else train
@@ -381,97 +384,4 @@ def _empty_message(format: str, root: Path, skipped: list[Skip]) -> str:
     return (
         f"No usable {format} images under {root}: all {len(skipped)} files were skipped ({reasons}); "
         f"e.g. {example.path}: {example.reason} {example.detail}".rstrip()
-    )
-
-
-# --- reading back --------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedData:
-    """A prepared data set, aligned with the manifest rows.
-
-    store: ImageStore, row i = manifest row i (uint8 [N, 3, S, S]); ages int64 [N];
-    genders int64 [N] (-1 unknown); identities: N strings; split: int64 [N]
-    codes (0 train, 1 val, 2 test); paths: N source paths.
-
-    Taught in ``notebooks/10_real_datasets.ipynb``.
-    """
-
-    store: ImageStore
-    ages: torch.Tensor
-    genders: torch.Tensor
-    identities: list[str]
-    split: torch.Tensor
-    paths: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ages)
-
-    @property
-    def has_gender(self) -> bool:
-        """True when at least one image has a known gender."""
-        return bool((self.genders >= 0).any())
-
-    @property
-    def image_size(self) -> int:
-        return self.store.image_size
-
-    def identity_codes(self) -> torch.Tensor:
-        """int64 [N]: identities as numbers 0..k-1 in order of first appearance."""
-        table: dict[str, int] = {}
-        return torch.tensor([table.setdefault(i, len(table)) for i in self.identities], dtype=torch.int64)
-
-    def subset(self, split_name: str) -> FaceDataset:
-        """The ``train``, ``val`` or ``test`` part as a FaceDataset whose images stay in the store.
-
-        Taught in ``notebooks/10_real_datasets.ipynb``.
-        """
-        _checks.choice("split_name", split_name, SPLIT_NAMES)
-        rows = torch.nonzero(self.split == SPLIT_NAMES.index(split_name)).flatten()
-        if len(rows) == 0:
-            raise ValueError(f"The {split_name!r} split of this data set is empty.")
-        codes = self.identity_codes()[rows]
-        return FaceDataset(self.store.take(rows), self.ages[rows], self.genders[rows], codes)
-
-
-def load_prepared(manifest_path) -> PreparedData:
-    """Read ``manifest.csv`` (or its folder) and the image store next to it.
-
-    Taught in ``notebooks/10_real_datasets.ipynb``.
-    """
-    path = Path(manifest_path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No manifest at {str(path)!r}. Run data_scripts/prepare.py first; a run that stopped early leaves none."
-        )
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    missing = [c for c in MANIFEST_COLUMNS[1:] if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {missing}; expected {list(MANIFEST_COLUMNS)}.")
-    rows = list(reader)
-    if not rows:
-        raise ValueError(f"{path} has no rows.")
-    store = ImageStore.open(path.parent)
-    try:
-        index = np.array([int(r["index"]) for r in rows] if "index" in rows[0] else range(len(rows)), dtype=np.int64)
-        ages = torch.tensor([int(r["age"]) for r in rows], dtype=torch.int64)
-        genders = torch.tensor([int(r["gender"]) if r["gender"] != "" else -1 for r in rows], dtype=torch.int64)
-        split = torch.tensor([SPLIT_NAMES.index(r["split"]) for r in rows], dtype=torch.int64)
-    except ValueError as error:
-        raise ValueError(f"{path} has a malformed row ({error}); prepare the data set again.") from None
-    if "index" not in rows[0] and len(rows) != len(store):
-        raise ValueError(f"{path} has {len(rows)} rows but the store has {len(store)} images; they do not match.")
-    if index.min() < 0 or index.max() >= len(store):
-        raise ValueError(
-            f"{path} refers to store row {int(index.max())} but the store in {path.parent} holds {len(store)} "
-            "images; the store does not match this manifest. Prepare the data set again."
-        )
-    if bool(((genders < -1) | (genders > 1)).any()):
-        raise ValueError(f"{path}: gender must be 0, 1 or empty.")
-    aligned = store if np.array_equal(index, np.arange(len(store))) else store.take(torch.from_numpy(index))
-    return PreparedData(
-        aligned, ages, genders, [r["identity"] for r in rows], split, [r["path"] for r in rows]
     )
