@@ -1,4 +1,8 @@
-"""Plots of ages and age errors: distributions, RAPL's age positions and margins, errors by age, predicted against true."""
+"""Plots of ages and age errors.
+
+Age distributions, RAPL's age positions and margins, errors by age,
+predicted against true age, reference selection.
+"""
 
 from __future__ import annotations
 

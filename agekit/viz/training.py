@@ -1,4 +1,8 @@
-"""Plots of training runs and their results: loss and MAE curves, comparisons of methods, confidence scores and paired differences."""
+"""Plots of training runs and their results.
+
+Loss and MAE curves, comparisons of methods, confidence scores and paired
+differences.
+"""
 
 from __future__ import annotations
 
