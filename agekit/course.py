@@ -17,12 +17,13 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from agekit._io import atomic_write_text
+from agekit._io import atomic_write_text, staged_files
 from agekit.lesson import DEVICES, fast_from_environment, notebooks_dir, parameters, runs_dir, workspace  # noqa: F401
 
 SOLUTION_TAG = "solution"
@@ -169,7 +170,9 @@ def run_course(
     (and ``.html``), with a landing page ``out/index.html``; ``out`` defaults to
     ``course/`` in the same ``runs/`` folder the lessons cache their runs in, so the two
     never end up in unrelated places. The run stops at the first failing notebook and
-    reports its failing cell. ``parameters`` are passed to every notebook that declares
+    reports its failing cell (its copy is kept as it ran). An executed copy replaces the
+    previous one only when its lesson ends, so an interrupted run keeps the last complete
+    copy (``agekit._io.staged_files``). ``parameters`` are passed to every notebook that declares
     them (others are left alone). ``progress`` shows the cells done in each lesson.
     """
     import papermill
@@ -197,18 +200,25 @@ def run_course(
             log(f"[{number}/{len(lessons)}] {path.stem} ...")
             start = time.perf_counter()
             error = None
-            try:
-                papermill.execute_notebook(
-                    str(path), str(target), parameters=given, kernel_name=kernel_name,
-                    cwd=str(path.parent), log_output=False,
-                    progress_bar={"desc": "    cells", "leave": False, "mininterval": 1.0,
-                                  "bar_format": "{desc} {n_fmt}/{total_fmt} [{elapsed}]"} if progress else False,
-                    # the kernel's own start-up warnings (e.g. about its local TCP transport) would
-                    # interleave with the per-lesson progress; its errors still show
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                )
-            except papermill.PapermillExecutionError as failure:
-                error = f"cell {failure.exec_count}: {failure.ename}: {failure.evalue}"
+            with staged_files(out) as files:  # papermill saves as it goes: into a temporary file
+                handle, partial = files.open(path.name)
+                handle.close()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=r"The specified file .* does not end in one of")
+                        papermill.execute_notebook(
+                            str(path), str(partial), parameters=given, kernel_name=kernel_name,
+                            cwd=str(path.parent), log_output=False,
+                            progress_bar={"desc": "    cells", "leave": False, "mininterval": 1.0,
+                                          "bar_format": "{desc} {n_fmt}/{total_fmt} [{elapsed}]"} if progress
+                            else False,
+                            # the kernel's own start-up warnings (e.g. about its local TCP transport) would
+                            # interleave with the per-lesson progress; its errors still show
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                        )
+                except papermill.PapermillExecutionError as failure:  # the notebook up to its error is kept
+                    error = f"cell {failure.exec_count}: {failure.ename}: {failure.evalue}"
+                files.publish()
             seconds = time.perf_counter() - start
             run.lessons.append(LessonRun(path.stem, target, seconds, error, parameters=given))
             log(f"    {'FAILED ' + error if error else 'ok'} ({seconds:.0f} s)")

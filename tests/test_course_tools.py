@@ -1,6 +1,7 @@
 """Notebook parameter checks, student copies and exercise checks."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,51 @@ def test_checks_pass_the_reference_and_catch_mistakes():
         )
     with pytest.raises(AssertionError, match="shape"):
         exercises.check_age_weights(lambda r, p: torch.sigmoid(r * p[:, None]))  # forgot to permute
+
+
+def _lesson(folder, name="00_tiny.ipynb"):
+    import nbformat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Tiny"),
+                                               nbformat.v4.new_code_cell("x = 1")])
+    (folder / name).write_text(nbformat.writes(notebook), encoding="utf-8")
+    return folder / name
+
+
+def test_an_interrupted_lesson_keeps_the_previous_executed_copy_and_no_temporary(tmp_path, monkeypatch):
+    import papermill
+
+    lesson = _lesson(tmp_path / "notebooks")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / lesson.name).write_text("the previous complete run", encoding="utf-8")
+
+    def half_then_interrupted(source, output, **options):
+        Path(output).write_text('{"cells": [', encoding="utf-8")  # papermill saves as it goes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", half_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        course.run_course(out=out, notebooks=tmp_path / "notebooks", html_export=False, log=lambda text: None)
+    assert (out / lesson.name).read_text(encoding="utf-8") == "the previous complete run"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_lesson_that_fails_in_a_cell_is_kept_as_it_ran(tmp_path, monkeypatch):
+    import papermill
+
+    lesson = _lesson(tmp_path / "notebooks")
+    out = tmp_path / "out"
+
+    executed = lesson.read_text(encoding="utf-8").replace("x = 1", "x = 1  # executed up to the error")
+
+    def fails_in_cell_2(source, output, **options):
+        Path(output).write_text(executed, encoding="utf-8")
+        raise papermill.PapermillExecutionError(2, 2, "boom", "ValueError", "boom", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", fails_in_cell_2)
+    run = course.run_course(out=out, notebooks=tmp_path / "notebooks", html_export=False, log=lambda text: None)
+    assert run.lessons[0].error == "cell 2: ValueError: boom"
+    assert (out / lesson.name).read_text(encoding="utf-8") == executed
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
