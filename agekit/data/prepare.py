@@ -368,8 +368,7 @@ def _prepare_locked(format, root, out, records, skipped, image_size, split, seed
             "square": "longer side, centred on the image or face box, black padding; bilinear resize",
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        files.write(INFO_NAME, lambda handle: handle.write(
-            (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")))
+        files.write_text(INFO_NAME, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         files.write(MANIFEST_NAME, _csv(MANIFEST_COLUMNS, _manifest_rows(kept, codes)))
         files.publish(remove_first=(MANIFEST_NAME,))  # the old manifest goes first, the new one comes last
     return summary

@@ -21,7 +21,7 @@ file``). Links to folders are not followed while walking. A file name that is
 not valid UTF-8 is skipped (``name not UTF-8``) before anything is decoded.
 
 The pieces live in three modules, and every name is importable from here:
-``formats.common`` (records, skip reasons, the shared path and CSV helpers),
+``formats.common`` (records, skip reasons, the shared path and CSV functions),
 ``formats.names`` (formats whose labels are in the file names: AgeDB, AFAD,
 CACD, UTKFace) and ``formats.annotations`` (formats with annotation files:
 MORPH, MegaAge-Asian, IMDB-Clean). This module holds the registry.
