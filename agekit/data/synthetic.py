@@ -185,27 +185,6 @@ def sample_people(n: int, n_identities: int, age_range: tuple[int, int], max_age
 # ----------------------------------------------------------------------------------
 
 
-def _chunk_size(image_size: int) -> int:
-    """Photos per rendering pass: about a million pixels, so memory stays bounded.
-
-    It depends only on the image size, which keeps the random stream, and so the
-    pixels, the same on every machine.
-    """
-    return max(1, (1 << 20) // (image_size * image_size))
-
-
-def _render_chunks(ages, genders, identities, uniforms, difficulty, seed, image_size, generator, device):
-    out = torch.empty(ages.shape[0], 3, image_size, image_size, dtype=torch.uint8)
-    step = _chunk_size(image_size)
-    for start in range(0, ages.shape[0], step):
-        part = slice(start, start + step)
-        out[part] = _render.render(
-            ages[part].to(device), genders[part].to(device), identities[part].to(device),
-            uniforms[part].to(device), difficulty, seed, image_size, generator,
-        ).cpu()
-    return out
-
-
 def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, difficulty: str = "standard",
                          age_range: tuple[int, int] = (1, 90), n_identities: int | None = None,
                          max_age_span: int = 30, device: str | torch.device = "cpu") -> SyntheticFaces:
@@ -243,7 +222,8 @@ def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, dif
     genders = _render.identity_genders(seed, identities)
     looks = _render.apparent_ages(ages, _render.apparent_age_offsets(seed, identities))
     uniforms = torch.rand(n, _render.NUM_NUISANCE_UNIFORMS, generator=generator)
-    images = _render_chunks(looks, genders, identities, uniforms, difficulty, seed, image_size, generator, device)
+    images = _render.render_batches(looks, genders, identities, uniforms, difficulty, seed, image_size,
+                                    generator, device)
     return SyntheticFaces(images, ages, genders, identities, looks, image_size, seed, difficulty, age_range,
                           n_identities)
 
@@ -283,8 +263,8 @@ def render_faces(ages, genders, identities, image_size: int = 128, difficulty: s
     uniforms = _render.hash_uniform(seed, identities[:, None], streams[None, :])
     looks = _render.apparent_ages(ages, _render.apparent_age_offsets(seed, identities))
     generator = torch.Generator().manual_seed(seed)
-    return _render_chunks(looks, genders, identities, uniforms, difficulty, seed, image_size, generator,
-                          torch.device(device))
+    return _render.render_batches(looks, genders, identities, uniforms, difficulty, seed, image_size, generator,
+                                  torch.device(device))
 
 
 def render_face(age: float, gender, identity: int = 0, image_size: int = 128, difficulty: str = "easy",
