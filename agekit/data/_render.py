@@ -884,14 +884,19 @@ def chunk_size(size: int) -> int:
     return max(1, (1 << 20) // (size * size))
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def render_batches(ages, genders, identities, uniforms, difficulty: str, seed: int, size: int,
                    generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """``render`` for any number of photos: [n] inputs -> uint8 [n, 3, size, size] on the CPU.
 
     The noise is drawn on the CPU from ``generator``, one chunk (``chunk_size``) at a
-    time, so every device sees the same numbers. On the CPU, batches of ``BATCH`` photos
-    are drawn by ``torch.get_num_threads()`` workers at once, each with one torch thread:
-    the photos do not depend on how many workers there are.
+    time, so every device sees the same numbers; at most two chunks are alive at once.
+    On the CPU, batches of ``BATCH`` photos are drawn by ``torch.get_num_threads()``
+    workers (at most one per usable core), each with one torch thread, so the photos
+    do not depend on the thread count; the caller's thread count is restored after.
     """
     n = ages.shape[0]
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)
@@ -901,25 +906,33 @@ def render_batches(ages, genders, identities, uniforms, difficulty: str, seed: i
                            uniforms[part].to(device), difficulty, seed, size, noise.to(device)).cpu()
 
     step = chunk_size(size)
-    chunks = [(start, min(start + step, n)) for start in range(0, n, step)]
-    workers = min(torch.get_num_threads(), len(os.sched_getaffinity(0)), -(-n // BATCH))
-    if device.type != "cpu" or workers <= 1:
-        for start, stop in chunks:
-            draw(slice(start, stop), torch.randn(stop - start, 4, size, size, generator=generator))
+    if device.type != "cpu":   # one pass per chunk: an accelerator wants large batches
+        for start in range(0, n, step):
+            draw(slice(start, start + step), torch.randn(min(step, n - start), 4, size, size, generator=generator))
         return out
     threads = torch.get_num_threads()
+    workers = min(threads, _usable_cores(), -(-n // BATCH))
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+    torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            pending = []
-            for start, stop in chunks:   # at most two chunks of noise alive at once
-                noise = torch.randn(stop - start, 4, size, size, generator=generator)
-                jobs = [pool.submit(draw, slice(i, min(i + BATCH, stop)), noise[i - start:i - start + BATCH])
-                        for i in range(start, stop, BATCH)]
-                for job in pending:
-                    job.result()
-                pending = jobs
-            for job in pending:
+        pending = []
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            noise = torch.randn(stop - start, 4, size, size, generator=generator)
+            parts = [(slice(i, min(i + BATCH, stop)), noise[i - start:i - start + BATCH])
+                     for i in range(start, stop, BATCH)]
+            if pool is None:
+                for part in parts:
+                    draw(*part)
+                continue
+            jobs = [pool.submit(draw, *part) for part in parts]
+            for job in pending:   # the chunk before this one is done: its noise can go
                 job.result()
+            pending = jobs
+        for job in pending:
+            job.result()
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         torch.set_num_threads(threads)
     return out
