@@ -94,6 +94,29 @@ def test_data_set_is_the_same_on_one_two_and_three_threads():
     assert torch.equal(drawn[0], drawn[1]) and torch.equal(drawn[0], drawn[2])
 
 
+def test_at_most_two_chunks_of_noise_are_alive(monkeypatch):
+    """Memory stays bounded: a chunk's noise is freed once its photos are drawn."""
+    import weakref
+
+    drawn, alive_at_draw, randn = [], [], torch.randn
+
+    def counting_randn(*args, **kwargs):
+        alive_at_draw.append(sum(ref() is not None for ref in drawn))
+        noise = randn(*args, **kwargs)
+        drawn.append(weakref.ref(noise))
+        return noise
+
+    monkeypatch.setattr(torch, "randn", counting_randn)
+    monkeypatch.setattr(_render, "chunk_size", lambda size: 2 * _render.BATCH)   # small chunks, same code
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        make_synthetic_faces(n=8 * _render.BATCH, image_size=24, seed=0, difficulty="easy")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(alive_at_draw) == 4 and max(alive_at_draw) <= 2, alive_at_draw
+
+
 def test_different_seeds_give_different_faces(faces):
     other = make_synthetic_faces(n=60, image_size=32, seed=1)
     assert (faces.images != other.images).float().mean() > 0.5
