@@ -62,9 +62,10 @@ def _whole_chunks(ages, genders, identities, uniforms, difficulty, seed, size, g
     return torch.cat(parts)
 
 
-def test_batches_on_several_workers_give_the_pixels_of_whole_chunks():
-    """120 px: chunks of 72 photos, so batches of 64 straddle chunk ends; 1-3 workers."""
-    n, size, seed = 100, 120, 4
+def test_batches_on_several_workers_give_the_pixels_of_whole_chunks(monkeypatch):
+    """Chunks of 72 photos (as at 120 px), so batches of 64 straddle chunk ends; 1-3 workers."""
+    monkeypatch.setattr(_render, "chunk_size", lambda size: 72)
+    n, size, seed = 100, 40, 4
     people = torch.arange(n) % 37
     ages = torch.linspace(0.5, 110.0, n)
     genders = _render.identity_genders(seed, people)
