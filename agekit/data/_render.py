@@ -870,8 +870,9 @@ def render(ages: torch.Tensor, genders: torch.Tensor, identities: torch.Tensor, 
 # many photos: noise in fixed chunks, drawing in small batches on every core
 # ----------------------------------------------------------------------------------
 
-# Photos drawn together. Small batches stay in the CPU's caches; a multiple of 32 keeps
-# every tensor a whole number of vector widths, so the pixels match drawing whole chunks.
+# Photos drawn together. Small batches stay in the CPU's caches. A multiple of 32 (two
+# AVX-512 vectors of float32) makes vectorised kernels split every tensor at the same
+# pixels as one pass over a whole chunk would, so the pixels match it exactly.
 BATCH = 64
 
 

@@ -22,7 +22,7 @@ nose, mouth, neck and shoulders on a background) whose look follows age.
 
 Same arguments, same pixels: the random numbers come from a ``torch.Generator`` seeded
 with ``seed`` and, for per-person traits, from a hash of (seed, identity). The drawing
-itself is in ``agekit.data._render``.
+itself is in ``agekit.data._render``, the labelled preview grid in ``agekit.data.preview``.
 
 Taught in ``notebooks/01_synthetic_faces.ipynb``.
 """
@@ -195,7 +195,8 @@ def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, dif
     oldest) whole ages, inclusive; n_identities: number of people (default n / 5,
     so about five photos each); max_age_span: the widest spread in years of one
     person's photos; device: where to draw (pixels can differ in the last bit
-    between devices; on one device they are fixed).
+    between devices; on one device they are fixed). On the CPU the photos are drawn
+    on ``torch.get_num_threads()`` cores at once; the pixels do not depend on it.
 
     Returns ``SyntheticFaces`` with images uint8 [n, 3, H, W] and ages, genders,
     identities int64 [n].
