@@ -51,6 +51,73 @@ def test_same_arguments_give_identical_pixels_whatever_the_thread_count(faces):
         assert torch.equal(getattr(faces, name), getattr(again, name)), name
 
 
+def _whole_chunks(ages, genders, identities, uniforms, difficulty, seed, size, generator):
+    """The plain way: each chunk's noise, then the whole chunk drawn in one ``render`` call."""
+    step, parts = _render.chunk_size(size), []
+    for start in range(0, ages.shape[0], step):
+        part = slice(start, start + step)
+        noise = torch.randn(ages[part].shape[0], 4, size, size, generator=generator)
+        parts.append(_render.render(ages[part], genders[part], identities[part], uniforms[part], difficulty, seed,
+                                    size, noise))
+    return torch.cat(parts)
+
+
+def test_batches_on_several_workers_give_the_pixels_of_whole_chunks(monkeypatch):
+    """Chunks of 72 photos (as at 120 px), so batches of 64 straddle chunk ends; 1-3 workers."""
+    monkeypatch.setattr(_render, "chunk_size", lambda size: 72)
+    n, size, seed = 100, 40, 4
+    people = torch.arange(n) % 37
+    ages = torch.linspace(0.5, 110.0, n)
+    genders = _render.identity_genders(seed, people)
+    uniforms = torch.rand(n, _render.NUM_NUISANCE_UNIFORMS, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = _whole_chunks(ages, genders, people, uniforms, "hard", seed, size, torch.Generator().manual_seed(9))
+        for workers in (1, 2, 3):
+            torch.set_num_threads(workers)
+            got = _render.render_batches(ages, genders, people, uniforms, "hard", seed, size,
+                                         torch.Generator().manual_seed(9), torch.device("cpu"))
+            assert torch.get_num_threads() == workers   # the caller's setting is restored
+            assert torch.equal(got, expected), workers
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_data_set_is_the_same_on_one_two_and_three_threads():
+    threads, drawn = torch.get_num_threads(), []
+    try:
+        for workers in (1, 2, 3):
+            torch.set_num_threads(workers)
+            drawn.append(make_synthetic_faces(n=200, image_size=24, seed=3, difficulty="hard").images)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(drawn[0], drawn[1]) and torch.equal(drawn[0], drawn[2])
+
+
+def test_at_most_two_chunks_of_noise_are_alive(monkeypatch):
+    """Memory stays bounded: a chunk's noise is freed once its photos are drawn."""
+    import weakref
+
+    drawn, alive_at_draw, randn = [], [], torch.randn
+
+    def counting_randn(*args, **kwargs):
+        alive_at_draw.append(sum(ref() is not None for ref in drawn))
+        noise = randn(*args, **kwargs)
+        drawn.append(weakref.ref(noise))
+        return noise
+
+    monkeypatch.setattr(torch, "randn", counting_randn)
+    monkeypatch.setattr(_render, "chunk_size", lambda size: 2 * _render.BATCH)   # small chunks, same code
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        make_synthetic_faces(n=8 * _render.BATCH, image_size=24, seed=0, difficulty="easy")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(alive_at_draw) == 4 and max(alive_at_draw) <= 2, alive_at_draw
+
+
 def test_different_seeds_give_different_faces(faces):
     other = make_synthetic_faces(n=60, image_size=32, seed=1)
     assert (faces.images != other.images).float().mean() > 0.5
@@ -209,6 +276,12 @@ def test_blur_matches_a_convolution():
         padded = F.pad(img[i:i + 1], (3, 3, 3, 3), mode="replicate")
         ref = F.conv2d(padded, (k[:, None] * k[None, :]).expand(3, 1, 7, 7), groups=3)
         assert torch.allclose(out[i:i + 1], ref, atol=1e-5)
+
+
+def test_replicate_padding_is_f_pad_exactly():
+    img = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_render._replicate(img, 3, -1), F.pad(img, (3, 3, 0, 0), mode="replicate"))
+    assert torch.equal(_render._replicate(img, 2, -2), F.pad(img, (0, 0, 2, 2), mode="replicate"))
 
 
 def test_pose_identity_and_quarter_turn():

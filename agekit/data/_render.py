@@ -32,6 +32,8 @@ Taught in ``notebooks/01_synthetic_faces.ipynb``; the public entry points live i
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -794,6 +796,14 @@ def background(nuis: dict[str, torch.Tensor], size: int) -> tuple[torch.Tensor, 
     return nuis["bg_rgb"], shade.unsqueeze(1)
 
 
+def _replicate(img: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Pad ``dim`` with ``radius`` copies of its first and last entries (``F.pad``'s "replicate", faster)."""
+    shape = list(img.shape)
+    shape[dim] = radius
+    edges = img.narrow(dim, 0, 1).expand(shape), img.narrow(dim, img.shape[dim] - 1, 1).expand(shape)
+    return torch.cat([edges[0], img, edges[1]], dim)
+
+
 def _blur(img: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """Separable Gaussian blur with a per-image sigma (pixels) as a sum of shifted copies.
 
@@ -806,11 +816,11 @@ def _blur(img: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     w = torch.exp(-0.5 * (k[None, :] / sigma.clamp_min(1e-3)[:, None]) ** 2)
     w = (w / w.sum(1, keepdim=True)).view(-1, 1, 1, 2 * radius + 1)
     size_h, size_w = img.shape[-2:]
-    padded = F.pad(img, (radius, radius, 0, 0), mode="replicate")
+    padded = _replicate(img, radius, -1)
     out = w[..., 0:1] * padded[..., 0:size_w]
     for i in range(1, 2 * radius + 1):
         out.addcmul_(w[..., i:i + 1], padded[..., i:i + size_w])
-    padded = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    padded = _replicate(out, radius, -2)
     w = w.view(-1, 1, 2 * radius + 1, 1)
     out = w[:, :, 0:1] * padded[:, :, 0:size_h]
     for i in range(1, 2 * radius + 1):
@@ -840,20 +850,90 @@ def photograph(rgba: torch.Tensor, nuis: dict[str, torch.Tensor], cfg: Difficult
 
 
 def render(ages: torch.Tensor, genders: torch.Tensor, identities: torch.Tensor, nuisance_uniforms: torch.Tensor,
-           difficulty: str, seed: int, size: int, generator: torch.Generator) -> torch.Tensor:
+           difficulty: str, seed: int, size: int, noise: torch.Tensor) -> torch.Tensor:
     """Render a batch of photos in one go.
 
     ages: apparent ages, float [b]; genders, identities: int64 [b];
-    nuisance_uniforms: [b, NUM_NUISANCE_UNIFORMS]; generator: draws the pixel noise
-    and stubble grain (on the CPU, so every device sees the same numbers).
+    nuisance_uniforms: [b, NUM_NUISANCE_UNIFORMS]; noise: standard normal [b, 4, size, size],
+    the pixel noise (channels 0-2) and the stubble grain (channel 3).
     Returns uint8 [b, 3, size, size].
     """
     cfg = DIFFICULTIES[difficulty]
-    device = ages.device
     nuis = nuisances_from_uniforms(nuisance_uniforms, cfg)
     layout = face_layout(ages, genders, identity_traits(seed, identities))
-    b = ages.shape[0]
-    noise = torch.randn(b, 4, size, size, generator=generator).to(device)
     rgba = draw_faces(layout, nuis, seed, identities, size, noise[:, 3])
     posed = cfg.rotation_deg > 0 or cfg.yaw > 0 or cfg.shift > 0 or cfg.scale != (1.0, 1.0)
     return photograph(rgba, nuis, cfg, noise[:, :3], posed)
+
+
+# ----------------------------------------------------------------------------------
+# many photos: noise in fixed chunks, drawing in small batches on every core
+# ----------------------------------------------------------------------------------
+
+# Photos drawn together. Small batches stay in the CPU's caches. A multiple of 32 (two
+# AVX-512 vectors of float32) makes vectorised kernels split every tensor at the same
+# pixels as one pass over a whole chunk would, so the pixels match it exactly.
+BATCH = 64
+
+
+def chunk_size(size: int) -> int:
+    """Photos per noise draw: about a million pixels, so memory stays bounded.
+
+    It depends only on the image size, which keeps the random stream, and so the
+    pixels, the same on every machine.
+    """
+    return max(1, (1 << 20) // (size * size))
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def render_batches(ages, genders, identities, uniforms, difficulty: str, seed: int, size: int,
+                   generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``render`` for any number of photos: [n] inputs -> uint8 [n, 3, size, size] on the CPU.
+
+    The noise is drawn on the CPU from ``generator``, one chunk (``chunk_size``) at a
+    time, so every device sees the same numbers; at most two chunks are alive at once.
+    On the CPU, batches of ``BATCH`` photos are drawn by ``torch.get_num_threads()``
+    workers (at most one per usable core), each with one torch thread, so the photos
+    do not depend on the thread count; the caller's thread count is restored after.
+    """
+    n = ages.shape[0]
+    out = torch.empty(n, 3, size, size, dtype=torch.uint8)
+
+    def draw(part: slice, noise: torch.Tensor) -> None:
+        out[part] = render(ages[part].to(device), genders[part].to(device), identities[part].to(device),
+                           uniforms[part].to(device), difficulty, seed, size, noise.to(device)).cpu()
+
+    step = chunk_size(size)
+    if device.type != "cpu":   # one pass per chunk: an accelerator wants large batches
+        for start in range(0, n, step):
+            draw(slice(start, start + step), torch.randn(min(step, n - start), 4, size, size, generator=generator))
+        return out
+    threads = torch.get_num_threads()
+    workers = min(threads, _usable_cores(), -(-n // BATCH))
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+    torch.set_num_threads(1)
+    try:
+        pending = []
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            noise = torch.randn(stop - start, 4, size, size, generator=generator)
+            parts = [(slice(i, min(i + BATCH, stop)), noise[i - start:i - start + BATCH])
+                     for i in range(start, stop, BATCH)]
+            if pool is None:
+                for part in parts:
+                    draw(*part)
+                continue
+            jobs = [pool.submit(draw, *part) for part in parts]
+            for job in pending:   # the chunk before this one is done: its noise can go
+                job.result()
+            pending = jobs
+        for job in pending:
+            job.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
+    return out

@@ -22,7 +22,7 @@ nose, mouth, neck and shoulders on a background) whose look follows age.
 
 Same arguments, same pixels: the random numbers come from a ``torch.Generator`` seeded
 with ``seed`` and, for per-person traits, from a hash of (seed, identity). The drawing
-itself is in ``agekit.data._render``.
+itself is in ``agekit.data._render``, the labelled preview grid in ``agekit.data.preview``.
 
 Taught in ``notebooks/01_synthetic_faces.ipynb``.
 """
@@ -39,6 +39,7 @@ import torch
 from agekit import _checks
 from agekit._io import atomic_write
 from agekit.data import _render
+from agekit.data.preview import PREVIEW_AGES, face_grid, preview_grid
 
 DIFFICULTIES = tuple(_render.DIFFICULTIES)
 FILE_NAME = "faces.pt"
@@ -46,7 +47,6 @@ FORMAT = "agekit.synthetic_faces"
 FORMAT_VERSION = 1
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024
-PREVIEW_AGES = (1, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90)
 
 # (mean, sd, weight) of a Gaussian mixture over age, in years: a peak of young adults,
 # a broad middle age, and thin tails of children and elderly people.
@@ -185,27 +185,6 @@ def sample_people(n: int, n_identities: int, age_range: tuple[int, int], max_age
 # ----------------------------------------------------------------------------------
 
 
-def _chunk_size(image_size: int) -> int:
-    """Photos per rendering pass: about a million pixels, so memory stays bounded.
-
-    It depends only on the image size, which keeps the random stream, and so the
-    pixels, the same on every machine.
-    """
-    return max(1, (1 << 20) // (image_size * image_size))
-
-
-def _render_chunks(ages, genders, identities, uniforms, difficulty, seed, image_size, generator, device):
-    out = torch.empty(ages.shape[0], 3, image_size, image_size, dtype=torch.uint8)
-    step = _chunk_size(image_size)
-    for start in range(0, ages.shape[0], step):
-        part = slice(start, start + step)
-        out[part] = _render.render(
-            ages[part].to(device), genders[part].to(device), identities[part].to(device),
-            uniforms[part].to(device), difficulty, seed, image_size, generator,
-        ).cpu()
-    return out
-
-
 def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, difficulty: str = "standard",
                          age_range: tuple[int, int] = (1, 90), n_identities: int | None = None,
                          max_age_span: int = 30, device: str | torch.device = "cpu") -> SyntheticFaces:
@@ -216,7 +195,8 @@ def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, dif
     oldest) whole ages, inclusive; n_identities: number of people (default n / 5,
     so about five photos each); max_age_span: the widest spread in years of one
     person's photos; device: where to draw (pixels can differ in the last bit
-    between devices; on one device they are fixed).
+    between devices; on one device they are fixed). On the CPU the photos are drawn
+    on ``torch.get_num_threads()`` cores at once; the pixels do not depend on it.
 
     Returns ``SyntheticFaces`` with images uint8 [n, 3, H, W] and ages, genders,
     identities int64 [n].
@@ -243,7 +223,8 @@ def make_synthetic_faces(n: int = 2000, image_size: int = 64, seed: int = 0, dif
     genders = _render.identity_genders(seed, identities)
     looks = _render.apparent_ages(ages, _render.apparent_age_offsets(seed, identities))
     uniforms = torch.rand(n, _render.NUM_NUISANCE_UNIFORMS, generator=generator)
-    images = _render_chunks(looks, genders, identities, uniforms, difficulty, seed, image_size, generator, device)
+    images = _render.render_batches(looks, genders, identities, uniforms, difficulty, seed, image_size,
+                                    generator, device)
     return SyntheticFaces(images, ages, genders, identities, looks, image_size, seed, difficulty, age_range,
                           n_identities)
 
@@ -283,8 +264,8 @@ def render_faces(ages, genders, identities, image_size: int = 128, difficulty: s
     uniforms = _render.hash_uniform(seed, identities[:, None], streams[None, :])
     looks = _render.apparent_ages(ages, _render.apparent_age_offsets(seed, identities))
     generator = torch.Generator().manual_seed(seed)
-    return _render_chunks(looks, genders, identities, uniforms, difficulty, seed, image_size, generator,
-                          torch.device(device))
+    return _render.render_batches(looks, genders, identities, uniforms, difficulty, seed, image_size, generator,
+                                  torch.device(device))
 
 
 def render_face(age: float, gender, identity: int = 0, image_size: int = 128, difficulty: str = "easy",
@@ -305,8 +286,6 @@ def render_face(age: float, gender, identity: int = 0, image_size: int = 128, di
 # ----------------------------------------------------------------------------------
 # saving and loading, with atomic writes
 # ----------------------------------------------------------------------------------
-
-
 
 
 def save_synthetic_faces(faces: SyntheticFaces, directory) -> Path:
@@ -357,102 +336,6 @@ def load_synthetic_faces(directory) -> SyntheticFaces:
     meta = dict(payload["meta"])
     meta["age_range"] = tuple(meta["age_range"])
     return SyntheticFaces(**{name: payload[name] for name in _TENSOR_FIELDS}, **meta)
-
-
-# ----------------------------------------------------------------------------------
-# preview: a labelled grid, youngest to oldest, for both genders
-# ----------------------------------------------------------------------------------
-
-
-def _pick_for_grid(faces: SyntheticFaces, ages, rows_per_gender: int) -> tuple[torch.Tensor, list[str]]:
-    """For each gender and column age, the photos whose ages are nearest: -> indices [2 * rows, columns]."""
-    target = torch.as_tensor(ages, dtype=torch.float64)
-    rows, labels = [], []
-    for gender, name in ((0, "male"), (1, "female")):
-        penalty = (faces.genders != gender).double() * 1e6
-        cost = (faces.ages.double()[None, :] - target[:, None]).abs() + penalty[None, :]
-        order = torch.argsort(cost, dim=1, stable=True)[:, :rows_per_gender]    # [columns, rows]
-        rows.append(order.T)
-        labels += [name] * rows_per_gender
-    return torch.cat(rows), labels
-
-
-def face_grid(faces: SyntheticFaces | None = None, ages=PREVIEW_AGES, rows_per_gender: int = 3,
-              image_size: int = 96, seed: int = 0, difficulty: str = "easy", labels: bool = True):
-    """A PIL image of faces: columns are ages (youngest left), rows are people, men above women.
-
-    Without ``faces``, each row is one person (identities 0, 1, ...) drawn at every age
-    with ``render_faces``. With ``faces``, each tile is the photo of that gender whose
-    age is nearest the column's age, captioned with its true age.
-
-    Taught in ``notebooks/01_synthetic_faces.ipynb``.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    rows_per_gender = _checks.positive_int("rows_per_gender", rows_per_gender)
-    ages = _checks.vector("ages", ages, torch.float32)
-    captions = None
-    if faces is None:
-        columns = ages.numel()
-        genders = torch.tensor([0, 1]).repeat_interleave(rows_per_gender)
-        people = torch.arange(2 * rows_per_gender)
-        tiles = render_faces(ages.repeat(2 * rows_per_gender), genders.repeat_interleave(columns),
-                             people.repeat_interleave(columns), image_size, difficulty, seed)
-        row_labels = [f"{'male' if g == 0 else 'female'} #{p}" for g, p in zip(genders.tolist(), people.tolist())]
-    else:
-        if not isinstance(faces, SyntheticFaces):
-            raise TypeError(f"faces must be SyntheticFaces or None, got {type(faces).__name__}.")
-        if not ((faces.genders == 0).any() and (faces.genders == 1).any()):
-            raise ValueError("faces must contain both genders to draw a preview; use more photos.")
-        index, row_labels = _pick_for_grid(faces, ages, rows_per_gender)
-        tiles = faces.images[index.reshape(-1)]
-        captions = [str(a) for a in faces.ages[index.reshape(-1)].tolist()]
-        image_size = faces.images.shape[-1]
-    columns = ages.numel()
-    gap = 2
-    font = ImageFont.load_default(size=max(10, image_size // 7))
-    left, head = (90, 22) if labels else (0, 0)
-    width = left + columns * (image_size + gap)
-    height = head + len(row_labels) * (image_size + gap)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    pixels = tiles.permute(0, 2, 3, 1).numpy()
-    for k in range(tiles.shape[0]):
-        r, c = divmod(k, columns)
-        x, y = left + c * (image_size + gap), head + r * (image_size + gap)
-        canvas.paste(Image.fromarray(pixels[k]), (x, y))
-        if captions is not None and labels:
-            draw.text((x + 3, y + image_size - font.size - 3), captions[k], fill=(255, 255, 255), font=font,
-                      stroke_width=2, stroke_fill=(0, 0, 0))
-    if labels:
-        for c, age in enumerate(ages.tolist()):
-            text = f"{age:g}" if faces is None else f"~{age:g}"
-            draw.text((left + c * (image_size + gap) + image_size // 2, head // 2), text, fill=(0, 0, 0),
-                      font=font, anchor="mm")
-        for r, name in enumerate(row_labels):
-            draw.text((6, head + r * (image_size + gap) + image_size // 2), name, fill=(0, 0, 0), font=font,
-                      anchor="lm")
-    return canvas
-
-
-def preview_grid(path, faces: SyntheticFaces | None = None, ages=PREVIEW_AGES, rows_per_gender: int = 3,
-                 image_size: int = 96, seed: int = 0, difficulty: str = "easy", labels: bool = True,
-                 palette: bool = False) -> Path:
-    """Write ``face_grid(...)`` as a PNG at ``path`` (atomically) and return the path.
-
-    palette: store 256 colours instead of full RGB, a file about five times smaller
-    (the pixel noise makes full-colour PNGs large).
-
-    Taught in ``notebooks/01_synthetic_faces.ipynb``.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"path={str(path)!r} must end in .png.")
-    image = face_grid(faces, ages, rows_per_gender, image_size, seed, difficulty, labels)
-    if palette:
-        image = image.quantize(256, method=2, dither=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda handle: image.save(handle, format="PNG", optimize=True))
 
 
 def write_synthetic_dataset(out_dir, n: int = 2000, image_size: int = 64, seed: int = 0,
