@@ -36,7 +36,7 @@ def test_train_eval_predict_contract(capsys, tmp_path, face_png, method):
     code, stdout, err = run(capsys, "train", "--method", method, "--preset", "smoke", "--out", out, "--no-progress",
                             "--seed", 3, "--set", "optim.lr=2e-3")
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"config.toml", "last.pt", "best.pt", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "last.pt", "best.pt", "metrics.json", "metrics.csv"}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["test"]) >= {"mae", "cs5", "rmse", "gender_acc"} and len(report["history"]) == 2
     assert json.loads(stdout.strip().splitlines()[-1])["test"] == report["test"]
