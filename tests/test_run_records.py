@@ -48,6 +48,7 @@ def test_the_reproducibility_block_is_recorded_and_printed(run, capsys):
     assert block["threads"] == torch.get_num_threads()
     again = train(apply_overrides(SMOKE, ["train.epochs=1"]), progress=False, verbose=True)
     printed = capsys.readouterr().out
+    assert f"Training siamese (multi-task, {SMOKE.model.backbone}) on cpu" in printed  # the method names its model
     assert f"agekit {agekit.__version__}, torch {torch.__version__}" in printed
     assert f"seed {SMOKE.train.seed}, {torch.get_num_threads()} threads, cpu" in printed
     assert again.test_metrics is not None

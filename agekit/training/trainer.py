@@ -306,21 +306,6 @@ class Trainer:
             "Try a smaller optim.lr, or check the data for broken labels."
         )
 
-
-    # ------------------------------------------------------------------ evaluation
-
-    def predict_split(self, dataset: FaceDataset) -> dict:
-        """Predictions for all of ``dataset`` (gathered from every process), in dataset order."""
-        t = self.config.train
-        local = run_outputs(self.method.outputs, self.model, dataset, t.eval_batch_size, self.device,
-                            self.config.data.image_size, self.dtype, self.channels_last, self.info,
-                            self.normalization)
-        local = self.method.finish(local)
-        return {name: distributed.gather_cat(value, self.info) for name, value in local.items()}
-
-    def build_gallery(self) -> None:
-        """Siamese: embed the training set (eval mode, no augmentation) as the kNN gallery."""
-
     # ------------------------------------------------------------------ evaluation
 
     def _outputs(self, dataset: FaceDataset) -> dict:
