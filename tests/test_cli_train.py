@@ -75,6 +75,23 @@ def write_manifest(directory, data):
     return directory / "manifest.csv"
 
 
+def test_prepared_data_reach_the_trainer_as_one_splits_object(tmp_path):
+    from agekit.data.prepare import load_prepared
+    from agekit.training.data import DataSplits, as_splits, data_fingerprint
+
+    smoke = load_data(preset("smoke"))
+    manifest = write_manifest(tmp_path / "prepared", smoke)
+    config = preset("smoke")
+    config.data.manifest = str(manifest)
+    from_config, given = load_data(config), DataSplits.of(load_prepared(manifest))
+    assert type(from_config) is type(given) is DataSplits and as_splits(given) is given
+    for name in ("train", "val", "test"):
+        assert torch.equal(from_config.split(name).ages, smoke.split(name).ages)  # the manifest's own split
+        assert torch.equal(from_config.split(name).images[:], given.split(name).images[:])
+    assert torch.equal(given.age_labels.values, torch.unique(smoke.train.ages))
+    assert data_fingerprint(from_config) == data_fingerprint(given)
+
+
 def test_prepared_data_without_gender(capsys, tmp_path):
     manifest = write_manifest(tmp_path / "prepared", load_data(preset("smoke")))
     out = tmp_path / "run"

@@ -177,6 +177,8 @@ def test_siamese_predicts_by_knn_over_the_training_gallery(siamese_run):
         nearest = sorted(range(len(distances)), key=lambda j: (distances[j], j))[:k]
         assert float(out["age"][i]) == pytest.approx(sum(int(train_set.ages[j]) for j in nearest) / k, abs=1e-4)
     assert result.test_metrics["mae"] == pytest.approx(float((out["age"] - test.ages).abs().mean()), rel=1e-6)
+    bare = predict(result.model, test, gallery=result.gallery, k=k)  # a bare SiameseNet with the run's gallery
+    assert torch.equal(bare["age"], out["age"]) and torch.equal(bare["gender"], out["gender"])
     assert "gender_acc" in result.test_metrics and "loss_gender" in result.history[0]
 
 
