@@ -50,6 +50,7 @@ from agekit.data.dataset import FaceDataset
 from agekit.device import amp_dtype, autocast, describe, grad_scaler
 from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
 from agekit.training import distributed
+from agekit.training.checkpoint import CheckpointError, load_checkpoint  # noqa: F401 (re-exported)
 from agekit.training.checkpoint import rng_state, save_checkpoint, scheduler_state
 from agekit.training.data import DataSplits, as_splits, data_fingerprint, load_data  # noqa: F401 (re-exported)
 from agekit.training.inference import (  # noqa: F401 (re-exported)
@@ -62,7 +63,14 @@ from agekit.training.inference import (  # noqa: F401 (re-exported)
     run_outputs,
 )
 from agekit.training.meter import EpochMeter, format_metrics
-from agekit.training.methods import Method, adapt_to_data, make_method  # noqa: F401 (re-exported)
+from agekit.training.methods import (  # noqa: F401 (re-exported)
+    Method,
+    adapt_to_data,
+    make_method,
+    rapl_outputs,
+    siamese_outputs,
+    unwrap,
+)
 from agekit.training.runs import (  # noqa: F401 (re-exported)
     RESUMABLE_CHANGES,
     RUN_FILES,
