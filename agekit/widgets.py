@@ -74,7 +74,8 @@ def face_explorer(image_size: int = 128, difficulty: str = "easy", age: int = 30
     return box
 
 
-def contrastive_loss_figure(q: float = CONTRASTIVE_Q, margin: float = SIAMESE_MARGIN, max_distance: float | None = None):
+def contrastive_loss_figure(q: float = CONTRASTIVE_Q, margin: float = SIAMESE_MARGIN,
+                            max_distance: float | None = None):
     """The two branches of the revised contrastive loss against the L1 distance D (07).
 
     Left: loss for a 'same' pair (|age gap| <= margin) and a 'different' pair.

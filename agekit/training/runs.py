@@ -162,7 +162,7 @@ def reproducibility(seed: int, device: torch.device) -> dict:
 
 
 def describe_reproducibility(block: dict) -> str:
-    """One line for the log: ``agekit 0.1.0, torch 2.13.0, seed 0, 2 threads, cpu, commit 1a2b3c4``."""
+    """One line for the log, e.g. ``agekit 0.1.0, torch 2.13.0, python 3.11.7, seed 0, 2 threads, cpu, commit 1a2b``."""
     commit = block.get("git_commit")
     return (f"agekit {block['agekit']}, torch {block['torch']}, python {block['python']}, seed {block['seed']}, "
             f"{block['threads']} threads, {block['device']}" + (f", commit {commit[:12]}" if commit else ""))

@@ -98,6 +98,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Adadelta as Zeiler (2012) ran it (rho 0.95, eps 1e-6), cited by the Siamese paper without
 # values of its own; with lr 1.0 (PyTorch's default) the update is exactly the paper's rule.
 ADADELTA_RHO, ADADELTA_EPS = 0.95, 1e-6
 
@@ -109,8 +110,6 @@ def make_optimizer(parameters, optim: OptimConfig) -> torch.optim.Optimizer:
                                     weight_decay=optim.weight_decay)
     optimizer_class = torch.optim.Adam if optim.name == "adam" else torch.optim.AdamW
     return optimizer_class(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
-
-
 
 
 class Trainer:
