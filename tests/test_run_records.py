@@ -63,6 +63,14 @@ def test_the_git_commit_is_there_in_a_checkout_and_none_outside(tmp_path):
     subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "one"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     assert _git_commit(tmp_path) == head and len(head) == 40
+    (tmp_path / "sub").mkdir()
+    assert _git_commit(tmp_path / "sub") == head  # from a folder inside the checkout
+    subprocess.run(git + ["pack-refs", "--all"], check=True)  # the branch now lives in packed-refs only
+    assert _git_commit(tmp_path) == head
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "two"], check=True)
+    subprocess.run(git + ["checkout", "-q", "--detach"], check=True)
+    second = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert second != head and _git_commit(tmp_path) == second  # a detached HEAD
 
 
 def test_the_test_line_uses_the_names_and_units_of_the_epoch_lines(tmp_path, capsys):

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -138,12 +137,35 @@ def restore(trainer, path: Path) -> None:
 
 
 def _git_commit(folder: Path) -> str | None:
-    """The commit checked out in ``folder`` when it lies in a git checkout (None without git or outside one)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
+    """The commit checked out where ``folder`` lies in a git checkout; None outside one, or if it cannot be read.
+
+    Read from the ``.git`` files themselves (HEAD, the branch's ref, packed-refs), so
+    that it needs no git program and starts no process.
+    """
+    for place in (folder, *folder.parents):
+        git = place / ".git"
+        try:
+            if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+                git = (place / git.read_text(encoding="utf-8").split(":", 1)[1].strip()).resolve()
+            if not git.is_dir():
+                continue
+            head = (git / "HEAD").read_text(encoding="utf-8").strip()
+            if not head.startswith("ref:"):
+                return head or None  # a detached HEAD holds the commit itself
+            ref = head.split(":", 1)[1].strip()
+            common = git / "commondir"
+            roots = [git] + ([(git / common.read_text(encoding="utf-8").strip()).resolve()] if common.is_file() else [])
+            for root in roots:
+                if (root / ref).is_file():
+                    return (root / ref).read_text(encoding="utf-8").strip() or None
+                if (root / "packed-refs").is_file():
+                    for line in (root / "packed-refs").read_text(encoding="utf-8").splitlines():
+                        if line.endswith(" " + ref):
+                            return line.split(" ", 1)[0]
+            return None  # a branch without commits yet
+        except (OSError, IndexError, UnicodeDecodeError):
+            return None
+    return None
 
 
 def reproducibility(seed: int, device: torch.device) -> dict:
