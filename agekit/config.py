@@ -59,8 +59,24 @@ else:  # pragma: no cover - Python 3.10
 
 METHODS = ("rapl", "siamese")
 PRESETS = ("smoke", "cpu", "gpu", "gpu_ir50")
-VARIANTS = ("FC", "EVR", "EVR+GP", "EVR+RAPL", "EVR+RAPL+GP")
+# RAPL's Table 3: which parts each row switches on (agekit.models.RAPLNet.from_variant builds them).
+VARIANTS: dict[str, dict] = {
+    "FC": {"head": "fc", "gender": False, "rapl": False},
+    "EVR": {"head": "evr", "gender": False, "rapl": False},
+    "EVR+GP": {"head": "evr", "gender": True, "rapl": False},
+    "EVR+RAPL": {"head": "evr", "gender": False, "rapl": True},
+    "EVR+RAPL+GP": {"head": "evr", "gender": True, "rapl": True},
+}
+# The backbones (agekit.models.backbones builds them) and the image sides each accepts:
+# (multiple, smallest). The IR backbones halve the side in each of their 3 stages, so it must be a
+# multiple of 2**3; Inception V3 shrinks a side under 75 px to nothing before its last blocks.
 BACKBONES = ("ir50", "ir_small", "inception_v3")
+BACKBONE_SIDES = {"ir50": (8, 8), "ir_small": (8, 8), "inception_v3": (1, 75)}
+# Defaults written once: the Siamese paper's margin (Fig. 7) and Q, kNN's M, the evaluation batch.
+SIAMESE_MARGIN = 3.0  # ages within this many years count as the same class
+CONTRASTIVE_Q = 100.0  # Q of the revised contrastive loss
+KNN_K = 20  # M, neighbours averaged by kNN
+EVAL_BATCH_SIZE = 256  # faces per batch when predicting
 REFERENCE_MODES = ("latest", "best_val")
 OPTIMIZERS = ("adam", "adamw", "adadelta")
 DIFFICULTIES = ("easy", "standard", "hard")
@@ -112,9 +128,9 @@ class SiameseConfig:
     gender_dim: int = 10  # N_g, the gender embedding's size
     dropout: float = 0.5
     gender: bool = True  # train the gender embedding too (multi-task)
-    margin: float = 3.0  # ages within this many years count as the same class
-    q: float = 100.0  # Q of the revised contrastive loss
-    k: int = 20  # M, neighbours averaged by kNN
+    margin: float = SIAMESE_MARGIN  # ages within this many years count as the same class
+    q: float = CONTRASTIVE_Q  # Q of the revised contrastive loss
+    k: int = KNN_K  # M, neighbours averaged by kNN
 
 
 @dataclass
@@ -134,7 +150,7 @@ class TrainConfig:
 
     epochs: int = 15
     batch_size: int = 64  # the global batch (split over processes under torchrun)
-    eval_batch_size: int = 256
+    eval_batch_size: int = EVAL_BATCH_SIZE
     seed: int = 0  # model init, shuffling, augmentation
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA (bfloat16, else float16)
@@ -182,11 +198,33 @@ class Config:
         fractions = self.data.fractions
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise ConfigError(f"data.fractions must be three shares (train, val, test) adding up to 1, got {fractions}.")
+        _check_image_side(self.data.image_size, self.model.backbone)
         if self.train.batch_size < 2:
             raise ConfigError("train.batch_size must be at least 2 (batch norm and the Siamese pairs need two faces).")
         if any(m < 1 for m in self.optim.milestones) or sorted(self.optim.milestones) != self.optim.milestones:
             raise ConfigError(f"optim.milestones must be increasing epoch numbers >= 1, got {self.optim.milestones}.")
         return self
+
+
+def valid_image_sides(backbone: str, near: int) -> list[int]:
+    """The image sides ``backbone`` accepts that lie nearest to ``near`` (one or two of them)."""
+    multiple, smallest = BACKBONE_SIDES[backbone]
+    if near <= smallest:
+        return [smallest]
+    below = near // multiple * multiple
+    return [below] if below == near else [below, below + multiple]
+
+
+def _check_image_side(side: int, backbone: str) -> None:
+    multiple, smallest = BACKBONE_SIDES[backbone]
+    if side >= smallest and side % multiple == 0:
+        return
+    rule = f"a multiple of {multiple}" + (f" of at least {smallest}" if smallest > multiple else "")
+    if multiple == 1:
+        rule = f"at least {smallest}"
+    nearest = " or ".join(str(s) for s in valid_image_sides(backbone, side))
+    raise ConfigError(f"data.image_size={side} does not suit model.backbone={backbone!r}, whose image side must be "
+                      f"{rule}; use {nearest}.")
 
 
 def _one_of(key: str, value, options) -> None:

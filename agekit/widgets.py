@@ -11,6 +11,8 @@ import io
 
 import torch
 
+from agekit.config import CONTRASTIVE_Q, SIAMESE_MARGIN
+
 
 def png_bytes(image: torch.Tensor, scale: int = 1) -> bytes:
     """A uint8 [3, H, W] image as PNG bytes, optionally enlarged ``scale`` times (nearest)."""
@@ -72,7 +74,8 @@ def face_explorer(image_size: int = 128, difficulty: str = "easy", age: int = 30
     return box
 
 
-def contrastive_loss_figure(q: float = 100.0, margin: float = 3.0, max_distance: float | None = None):
+def contrastive_loss_figure(q: float = CONTRASTIVE_Q, margin: float = SIAMESE_MARGIN,
+                            max_distance: float | None = None):
     """The two branches of the revised contrastive loss against the L1 distance D (07).
 
     Left: loss for a 'same' pair (|age gap| <= margin) and a 'different' pair.
@@ -108,7 +111,7 @@ def contrastive_loss_figure(q: float = 100.0, margin: float = 3.0, max_distance:
     return fig
 
 
-def contrastive_loss_explorer(q: float = 100.0, margin: float = 3.0):
+def contrastive_loss_explorer(q: float = CONTRASTIVE_Q, margin: float = SIAMESE_MARGIN):
     """Sliders for Q and the age margin that redraw the loss curves (07_siamese_metric_learning)."""
     import ipywidgets as widgets
 

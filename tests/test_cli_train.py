@@ -36,7 +36,7 @@ def test_train_eval_predict_contract(capsys, tmp_path, face_png, method):
     code, stdout, err = run(capsys, "train", "--method", method, "--preset", "smoke", "--out", out, "--no-progress",
                             "--seed", 3, "--set", "optim.lr=2e-3")
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"config.toml", "last.pt", "best.pt", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"config.toml", "last.pt", "best.pt", "metrics.json", "metrics.csv"}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["test"]) >= {"mae", "cs5", "rmse", "gender_acc"} and len(report["history"]) == 2
     assert json.loads(stdout.strip().splitlines()[-1])["test"] == report["test"]
@@ -73,6 +73,23 @@ def write_manifest(directory, data):
                   for age, person in zip(d.ages, d.identities)]
     (directory / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory / "manifest.csv"
+
+
+def test_prepared_data_reach_the_trainer_as_one_splits_object(tmp_path):
+    from agekit.data.prepare import load_prepared
+    from agekit.training.data import DataSplits, as_splits, data_fingerprint
+
+    smoke = load_data(preset("smoke"))
+    manifest = write_manifest(tmp_path / "prepared", smoke)
+    config = preset("smoke")
+    config.data.manifest = str(manifest)
+    from_config, given = load_data(config), DataSplits.of(load_prepared(manifest))
+    assert type(from_config) is type(given) is DataSplits and as_splits(given) is given
+    for name in ("train", "val", "test"):
+        assert torch.equal(from_config.split(name).ages, smoke.split(name).ages)  # the manifest's own split
+        assert torch.equal(from_config.split(name).images[:], given.split(name).images[:])
+    assert torch.equal(given.age_labels.values, torch.unique(smoke.train.ages))
+    assert data_fingerprint(from_config) == data_fingerprint(given)
 
 
 def test_prepared_data_without_gender(capsys, tmp_path):

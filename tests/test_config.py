@@ -162,3 +162,36 @@ def test_unusable_devices_are_refused(monkeypatch, name, match):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=match):
         resolve_device(name)
+
+
+@pytest.mark.parametrize("backbone, side, nearest", [("ir_small", 30, "24 or 32"), ("ir50", 100, "96 or 104"),
+                                                    ("ir_small", 5, "8"), ("inception_v3", 64, "75")])
+def test_an_image_side_the_backbone_cannot_take_fails_at_validate(backbone, side, nearest):
+    config = preset("cpu")
+    config.model.backbone, config.data.image_size = backbone, side
+    with pytest.raises(ConfigError) as caught:
+        config.validate()
+    message = str(caught.value)
+    assert f"data.image_size={side}" in message and repr(backbone) in message and f"use {nearest}." in message
+
+
+def test_the_sides_validate_accepts_are_the_ones_the_backbones_keep_whole():
+    import torch
+
+    from agekit.models import build_backbone
+
+    ir = build_backbone("ir_small").eval()
+    for side in range(8, 49):
+        config = preset("cpu")
+        config.data.image_size = side
+        try:
+            config.validate()
+            accepted = True
+        except ConfigError:
+            accepted = False
+        with torch.no_grad():
+            grid = ir(torch.zeros(1, 3, side, side)).shape[-1]
+        assert accepted == (grid * 8 == side), side  # accepted exactly when 3 halvings leave no remainder
+    for name in ("smoke", "cpu", "gpu", "gpu_ir50"):
+        for method in ("rapl", "siamese"):
+            preset(name, method).validate()

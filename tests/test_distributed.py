@@ -129,7 +129,8 @@ def test_weights_agree_across_ranks(two_process_run):
 @pytest.mark.parametrize("method", ["rapl", "siamese"])
 def test_sharded_evaluation_equals_one_process(two_process_run, method):
     out, ranks = two_process_run
-    assert {p.name for p in (out / method).iterdir()} == {"config.toml", "last.pt", "best.pt", "metrics.json"}
+    written = {p.name for p in (out / method).iterdir()}
+    assert written == {"config.toml", "last.pt", "best.pt", "metrics.json", "metrics.csv"}
     result = load_trained(out / method / "best.pt", device="cpu")
     test = load_data(result.config).test
     single = predict(result, test)

@@ -130,7 +130,7 @@ def test_two_trainings_into_one_folder_do_not_mix(tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert last["config"]["train"]["seed"] == best["config"]["train"]["seed"]
     assert report["test"] == seed["test"] and sorted(os.listdir(out)) == ["best.pt", "config.toml", "last.pt",
-                                                                          "metrics.json"]
+                                                                          "metrics.csv", "metrics.json"]
 
 
 @pytest.fixture

@@ -92,3 +92,22 @@ class AgeLabels:
 
     def to_list(self) -> list[int]:
         return [int(v) for v in self.values]
+
+
+def label_values(age_labels) -> torch.Tensor:
+    """The label values (int64 [n], CPU) of an AgeLabels, or of a 1-D tensor or list of increasing whole ages.
+
+    Taught in ``notebooks/04_reference_selection.ipynb``.
+    """
+    if isinstance(age_labels, AgeLabels):
+        return age_labels.values
+    if isinstance(age_labels, (torch.Tensor, list, tuple)) or hasattr(age_labels, "__array__"):
+        values = torch.as_tensor(age_labels).detach().cpu()
+        try:
+            return AgeLabels(values).values
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"age_labels: {error}") from None
+    raise TypeError(
+        f"age_labels must be an AgeLabels or a 1-D tensor of label values, got {type(age_labels).__name__}; "
+        "build one with AgeLabels.from_ages(train_ages)."
+    )

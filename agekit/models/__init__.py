@@ -14,13 +14,14 @@ from agekit.models.backbones import build_backbone, global_average_pool, list_ba
 from agekit.models.heads import EVRHead, GenderHead, RegressionHead
 from agekit.models.ir import IR, IR50, BottleneckIR, IRSmall
 from agekit.models.pretrained import LoadReport, from_rapl_authors, load_ir50_weights, load_pretrained
-from agekit.models.rapl import VARIANTS, RAPLNet, RAPLOutput, rapl_loss
+from agekit.config import VARIANTS
+from agekit.losses import rapl_loss, siamese_loss
+from agekit.models.rapl import RAPLNet, RAPLOutput
 from agekit.models.reweighting import AgeReweighting, PositionHead
 
 _LAZY = {
     "SiameseNet": "agekit.models.siamese",
     "SiameseOutput": "agekit.models.siamese",
-    "siamese_loss": "agekit.models.siamese",
     "InceptionV3": "agekit.models.inception",
     "load_inception_v3_weights": "agekit.models.inception",
 }
@@ -42,6 +43,7 @@ __all__ = [
     "RAPLOutput",
     "VARIANTS",
     "rapl_loss",
+    "siamese_loss",
     "load_ir50_weights",
     "load_pretrained",
     "from_rapl_authors",

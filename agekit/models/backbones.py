@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from agekit.config import BACKBONES
 from agekit.models.ir import IR50, IRSmall
 
 
@@ -28,11 +29,8 @@ def _inception_v3(**kwargs) -> nn.Module:
     return InceptionV3(**kwargs)
 
 
-_BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "ir50": IR50,
-    "ir_small": IRSmall,
-    "inception_v3": _inception_v3,
-}
+# The builder of each name in agekit.config.BACKBONES, the one list of backbones.
+_BACKBONES: dict[str, Callable[..., nn.Module]] = dict(zip(BACKBONES, (IR50, IRSmall, _inception_v3), strict=True))
 
 
 def list_backbones() -> list[str]:

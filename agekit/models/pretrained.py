@@ -355,7 +355,7 @@ def from_rapl_authors(path_or_state_dict, age_values):
     Taught in ``notebooks/10_real_datasets.ipynb``.
     """
     from agekit.models.rapl import RAPLNet
-    from agekit.references import label_values
+    from agekit.data.labels import label_values
 
     if isinstance(path_or_state_dict, dict):
         name, state = "the state dict", dict(path_or_state_dict)

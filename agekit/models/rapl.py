@@ -1,4 +1,4 @@
-"""RAPLNet: the whole RAPL model (Amirullaeva & Han, 2024, Fig. 1) and its joint loss.
+"""RAPLNet: the whole RAPL model (Amirullaeva & Han, 2024, Fig. 1); its joint loss is :func:`agekit.losses.rapl_loss`.
 
     images --backbone--> feature map --average pool--> F [b, c]
     F --age head------------------------------> age [b]       (FC, or EVR eq. 1)
@@ -27,21 +27,11 @@ import torch
 from torch import nn
 
 from agekit import _checks
-from agekit.losses import age_l1_loss, gender_loss, joint_loss, position_loss
+from agekit.config import VARIANTS
+from agekit.data.labels import label_values
 from agekit.models.backbones import backbone_channels, build_backbone, global_average_pool
 from agekit.models.heads import EVRHead, GenderHead, RegressionHead
 from agekit.models.reweighting import AgeReweighting, PositionHead
-from agekit.references import label_values
-
-# Table 3 of the paper: which parts each row switches on.
-VARIANTS: dict[str, dict] = {
-    "FC": {"head": "fc", "gender": False, "rapl": False},
-    "EVR": {"head": "evr", "gender": False, "rapl": False},
-    "EVR+GP": {"head": "evr", "gender": True, "rapl": False},
-    "EVR+RAPL": {"head": "evr", "gender": False, "rapl": True},
-    "EVR+RAPL+GP": {"head": "evr", "gender": True, "rapl": True},
-}
-
 
 @dataclass
 class RAPLOutput:
@@ -156,44 +146,9 @@ class RAPLNet(nn.Module):
         return self.age_values[output.position_logits.argmax(dim=1)]
 
 
-def rapl_loss(
-    output: RAPLOutput,
-    ages: torch.Tensor,
-    genders: torch.Tensor | None = None,
-    positions: torch.Tensor | None = None,
-    lam: float = 1.0,
-    mu: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """eq. 8 over the parts ``output`` has: L = L_age (eq. 2) + lam * L_gender (eq. 3) + mu * L_position (eq. 7).
+def __getattr__(name: str):
+    if name == "rapl_loss":  # its home is agekit.losses
+        from agekit.losses import rapl_loss
 
-    ages: [b] true ages; genders: [b] 0 male, 1 female, -1 unknown, or None (no
-    gender labels, as in CACD); positions: [b] true age positions
-    (``labels.to_positions(ages)``), needed when the output has position logits.
-    Returns (total, parts) where parts holds detached scalars "age", "total", and
-    "gender" / "position" when those terms count. When the model has a gender head
-    but no sample of the batch has a known gender, the gender term is a zero that
-    stays connected to the head (so distributed training sees every parameter used).
-    Taught in ``notebooks/06_rapl_training.ipynb``.
-    """
-    device = output.age.device
-    l_age = age_l1_loss(output.age, ages)  # eq. 2
-    parts = {"age": l_age.detach()}
-    l_gender = l_position = None
-    if output.gender_logits is not None:
-        if genders is None:
-            genders = torch.full((output.gender_logits.shape[0],), -1, dtype=torch.int64, device=device)
-        genders = genders.to(device=device, dtype=torch.int64)
-        l_gender = gender_loss(output.gender_logits, genders)  # eq. 3 (zero if all unknown)
-        if bool((genders >= 0).any()):
-            parts["gender"] = l_gender.detach()
-    if output.position_logits is not None:
-        if positions is None:
-            raise ValueError(
-                "The output has position logits, so rapl_loss needs positions: pass "
-                "positions=labels.to_positions(ages)."
-            )
-        l_position = position_loss(output.position_logits, positions.to(device=device, dtype=torch.int64))  # eq. 7
-        parts["position"] = l_position.detach()
-    total = joint_loss(l_age, l_gender, l_position, lam=lam, mu=mu)  # eq. 8
-    parts["total"] = total.detach()
-    return total, parts
+        return rapl_loss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

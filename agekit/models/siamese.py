@@ -18,7 +18,7 @@ neither feeds the other.
 The backbone is Inception V3 at 227 px in the paper (the ``gpu`` preset), the
 IR50 of RAPL in the ``gpu_ir50`` preset (both methods on one backbone), and a
 small IR on a laptop (``cpu``).
-Training uses :func:`siamese_loss`; ages are then read off the training set by
+Training uses :func:`agekit.losses.siamese_loss`; ages are then read off the training set by
 k-nearest neighbours in the age embedding (:mod:`agekit.knn`).
 
 Taught in ``notebooks/07_siamese_metric_learning.ipynb``.
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from agekit import _checks
-from agekit.losses import revised_contrastive_loss
+from agekit.config import EVAL_BATCH_SIZE
 from agekit.models.backbones import backbone_channels, build_backbone, global_average_pool
 
 
@@ -104,7 +104,7 @@ class SiameseNet(nn.Module):
         return SiameseOutput(self.age_embedding(dropped), gender, features)
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
         """Age embeddings [n, N_a] of many images, in eval mode and batches (for a k-NN gallery).
 
         The module's training/eval mode is restored afterwards.
@@ -122,39 +122,9 @@ class SiameseNet(nn.Module):
         return torch.cat(parts)
 
 
-def siamese_loss(output: SiameseOutput, ages, genders=None, margin: float = 3, q: float = 100.0):
-    """Multi-task loss of Section 2.6: age comparison + gender comparison, summed.
+def __getattr__(name: str):
+    if name == "siamese_loss":  # its home is agekit.losses
+        from agekit.losses import siamese_loss
 
-    age term:    revised contrastive loss on the age embedding; a pair is the same
-                 class when its ages differ by at most ``margin`` years;
-    gender term: the same loss on the gender embedding with margin 0 on genders, so
-                 only same-gender pairs count as the same class;
-    total = age + gender.
-
-    margin: whole years of tolerance, inclusive (|a_i - a_j| <= margin is "same").
-    The default 3 matches Fig. 7 and the experiment section's "difference smaller
-    than 4" on whole ages; that section calls its setting "margin 4", which under
-    the inclusive rule of Fig. 7 would mean differences up to 4.
-
-    ages: [b]; genders: [b] with 0 male, 1 female, -1 unknown, or None. Samples of
-    unknown gender are left out of the gender term only. The gender term is 0 when
-    the model has no gender embedding, when genders is None, or when fewer than two
-    samples of the batch have a known gender (there is no pair to compare).
-
-    Returns (total, {"age": ..., "gender": ...}), all scalar tensors, total = sum of parts.
-
-    Taught in ``notebooks/07_siamese_metric_learning.ipynb``.
-    """
-    if not isinstance(output, SiameseOutput):
-        raise TypeError(f"output must be the SiameseOutput of a SiameseNet, got {type(output).__name__}.")
-    age_term = revised_contrastive_loss(output.age_embedding, ages, margin, q)
-    gender_term = age_term.new_zeros(())
-    if output.gender_embedding is not None and genders is not None:
-        genders = _checks.vector("genders", genders)
-        _checks.same_length(gender_embedding=output.gender_embedding, genders=genders)
-        known = (genders >= 0).to(output.gender_embedding.device)
-        if int(known.sum()) >= 2:
-            gender_term = revised_contrastive_loss(
-                output.gender_embedding[known], genders.to(known.device)[known], margin=0, q=q
-            )
-    return age_term + gender_term, {"age": age_term, "gender": gender_term}
+        return siamese_loss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

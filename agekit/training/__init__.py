@@ -1,5 +1,10 @@
 """Training: one loop for RAPL and the Siamese baseline, checkpoints, distributed helpers.
 
+One idea per module: ``trainer`` (the loop), ``methods`` (what RAPL and the Siamese
+baseline bring to it), ``data`` (the splits), ``inference`` (batched prediction),
+``runs`` (a run's folder: continuing, reusing, loading), ``meter`` (an epoch's sums),
+``checkpoint`` and ``distributed``.
+
     from agekit.config import preset
     from agekit.training import train, predict
 

@@ -11,14 +11,18 @@ hook                   RAPL (Amirullaeva & Han, 2024)                 Siamese (J
 ``forward``            model(images, references)                      model(images)
 ``loss``               eq. 8: age L1 + gender CE + position CE        revised contrastive loss, age + gender
 ``after_batch``        feed the reference bank (features, ages)       -
+``prepare_evaluation`` evaluate with this epoch's references          embed the training set as the kNN gallery
 ``end_epoch``          select the next epoch's references (Alg. 1)    -
-``needs_gallery``      no                                             yes: embed the training set for kNN
 ``outputs``            EVR age, gender, position age, features        embeddings, features
 ``finish``             -                                              kNN age (M nearest, L1), kNN gender
+``describe``           "EVR+RAPL+GP, ir_small"                        "multi-task, ir_small"
 =====================  =============================================  ==========================================
 
-The functions :func:`rapl_outputs` and :func:`siamese_outputs` are also what
-:func:`agekit.training.trainer.predict` uses on a trained model.
+Both ``loss`` hooks return the one contract of :mod:`agekit.losses`: (total, parts),
+parts holding detached scalars, "total" and each term that counts. The functions
+:func:`rapl_outputs` and :func:`siamese_outputs` are also what
+:func:`agekit.training.inference.predict` uses on a trained model
+(:func:`bare_model_predictor` picks them for a bare model).
 
 Taught in ``notebooks/06_rapl_training.ipynb`` and ``notebooks/07_siamese_metric_learning.ipynb``.
 """
@@ -30,9 +34,10 @@ import copy
 import torch
 from torch import nn
 
-from agekit.config import Config
+from agekit.config import KNN_K, Config
 from agekit.data.labels import AgeLabels
 from agekit.knn import Gallery, knn_gender_predict
+from agekit.losses import rapl_loss, siamese_loss
 from agekit.references import ReferenceBank
 
 
@@ -153,10 +158,15 @@ class SiameseGallery:
 
 
 class Method:
-    """The interface the trainer calls; see the table at the top of this module."""
+    """The interface the trainer calls; see the table at the top of this module.
+
+    ``eval_references`` (RAPL) and ``gallery`` (Siamese) are what prediction needs
+    besides the weights; a method without one leaves it None.
+    """
 
     name = ""
-    needs_gallery = False
+    eval_references: torch.Tensor | None = None
+    gallery: "SiameseGallery | None" = None
 
     def __init__(self, config: Config, age_labels: AgeLabels, device: torch.device):
         self.config, self.age_labels, self.device = config, age_labels, device
@@ -164,12 +174,16 @@ class Method:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The model in a few words, for the first line of a run."""
+        raise NotImplementedError
+
     def forward(self, model: nn.Module, images: torch.Tensor):
         """The training forward pass (model may be wrapped for distributed training)."""
         raise NotImplementedError
 
     def loss(self, output, ages: torch.Tensor, genders: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """(total, {part: scalar}) in float32; parts always include "total"."""
+        """(total, {part: detached scalar}) in float32: "total" and each loss term that counts."""
         raise NotImplementedError
 
     def train_ages(self, output) -> torch.Tensor | None:
@@ -179,8 +193,12 @@ class Method:
     def after_batch(self, output, ages: torch.Tensor) -> None:
         """Called after every optimiser step with the batch's outputs."""
 
-    def begin_validation(self) -> None:
-        """Called after an epoch's training pass, before it is evaluated."""
+    def prepare_evaluation(self, training_outputs, new_weights: bool) -> None:
+        """Called before every evaluation; ``new_weights``: an epoch's training pass just ended.
+
+        ``training_outputs()`` gives (:meth:`outputs` over the whole training set, its
+        ages, its genders), for a method that predicts from the training set.
+        """
 
     def end_epoch(self, val_mae: float, gather) -> None:
         """Called after validation at the end of every epoch."""
@@ -188,9 +206,6 @@ class Method:
     def outputs(self, model: nn.Module, images: torch.Tensor) -> dict:
         """Per-batch predictions in eval mode (tensors on the device)."""
         raise NotImplementedError
-
-    def set_gallery(self, outputs: dict, ages: torch.Tensor, genders: torch.Tensor) -> None:
-        """Give the training set's outputs (all ranks) before evaluation (``needs_gallery`` methods)."""
 
     def finish(self, outputs: dict) -> dict:
         """Turn gathered per-batch outputs into predictions with an "age" entry."""
@@ -230,6 +245,9 @@ class RAPLMethod(Method):
 
         return RAPLNet.from_variant(self.config.rapl.variant, self.age_labels, backbone=self.config.model.backbone)
 
+    def describe(self):
+        return f"{self.config.rapl.variant}, {self.config.model.backbone}"
+
     @property
     def references(self) -> torch.Tensor | None:
         """The references of the current epoch (None in epoch 1, and without the RAPL branch)."""
@@ -241,11 +259,8 @@ class RAPLMethod(Method):
         return model(images, references=self.references)
 
     def loss(self, output, ages, genders):
-        from agekit.models import rapl_loss
-
         positions = self.positions[ages] if output.position_logits is not None else None
-        total, parts = rapl_loss(output, ages, genders, positions, lam=self.config.rapl.lam, mu=self.config.rapl.mu)
-        return total, parts
+        return rapl_loss(output, ages, genders, positions, lam=self.config.rapl.lam, mu=self.config.rapl.mu)
 
     def train_ages(self, output):
         return output.age
@@ -254,9 +269,9 @@ class RAPLMethod(Method):
         if self.bank is not None:
             self.bank.add(output.features.float(), output.age.float(), ages)
 
-    def begin_validation(self):
-        # The weights of this epoch were trained with these references; evaluate them together.
-        self.eval_references = self.references
+    def prepare_evaluation(self, training_outputs, new_weights):
+        if new_weights:  # the weights of this epoch were trained with these references; evaluate them together
+            self.eval_references = self.references
 
     def end_epoch(self, val_mae, gather):
         if self.bank is not None:
@@ -285,11 +300,6 @@ class SiameseMethod(Method):
     """The Siamese baseline: contrastive training, kNN prediction over the training gallery."""
 
     name = "siamese"
-    needs_gallery = True
-
-    def __init__(self, config: Config, age_labels: AgeLabels, device: torch.device):
-        super().__init__(config, age_labels, device)
-        self.gallery: SiameseGallery | None = None
 
     def build_model(self) -> nn.Module:
         from agekit.models.siamese import SiameseNet
@@ -298,24 +308,21 @@ class SiameseMethod(Method):
         return SiameseNet(self.config.model.backbone, age_dim=s.age_dim, gender_dim=s.gender_dim,
                           dropout=s.dropout, gender=s.gender)
 
+    def describe(self):
+        return f"{'multi-task' if self.config.siamese.gender else 'age only'}, {self.config.model.backbone}"
+
     def forward(self, model, images):
         return model(images)
 
     def loss(self, output, ages, genders):
-        from agekit.models.siamese import siamese_loss
-
-        total, parts = siamese_loss(output, ages, genders, margin=self.config.siamese.margin, q=self.config.siamese.q)
-        parts = {name: value.detach() for name, value in parts.items()}
-        if output.gender_embedding is None:
-            parts.pop("gender", None)
-        parts["total"] = total.detach()
-        return total, parts
+        return siamese_loss(output, ages, genders, margin=self.config.siamese.margin, q=self.config.siamese.q)
 
     def outputs(self, model, images):
         return siamese_outputs(model, images)
 
-    def set_gallery(self, outputs, ages, genders):
-        self.gallery = SiameseGallery.from_outputs(outputs, ages, genders)
+    def prepare_evaluation(self, training_outputs, new_weights):
+        if new_weights or self.gallery is None:  # the kNN gallery of the weights being evaluated
+            self.gallery = SiameseGallery.from_outputs(*training_outputs())
 
     def finish(self, outputs):
         if self.gallery is None:
@@ -336,3 +343,20 @@ METHOD_CLASSES = {"rapl": RAPLMethod, "siamese": SiameseMethod}
 def make_method(config: Config, age_labels: AgeLabels, device) -> Method:
     """The plug-in for ``config.method``. Taught in ``notebooks/06_rapl_training.ipynb``."""
     return METHOD_CLASSES[config.method](config, age_labels, torch.device(device))
+
+
+def bare_model_predictor(model: nn.Module, references: torch.Tensor | None = None, gallery=None, k: int = KNN_K):
+    """(outputs_fn, finish) that predict with a bare RAPLNet (with ``references``) or SiameseNet (kNN over ``gallery``).
+
+    gallery: a :class:`SiameseGallery` or an :class:`agekit.knn.Gallery` (None: embeddings only).
+    """
+    from agekit.models import RAPLNet
+
+    if isinstance(unwrap(model), RAPLNet):
+        def outputs(m, images):
+            return rapl_outputs(m, images, None if references is None else references.to(images.device))
+
+        return outputs, (lambda out: out)
+    if isinstance(gallery, Gallery):
+        gallery = SiameseGallery(gallery)
+    return siamese_outputs, (lambda out: out if gallery is None else gallery.predict(out, k))
