@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import math
 import sys
@@ -239,6 +240,24 @@ def preset(name: str = "cpu", method: str = "rapl") -> Config:
     return config
 
 
+PRESET_USES = {
+    "smoke": "tests: the smallest run through every part; seconds",
+    "cpu": "a laptop: the method at small size, trained from scratch; minutes on two cores",
+    "gpu": "each paper's own setting (give model.pretrained); hours on one GPU",
+    "gpu_ir50": "RAPL's setting for either method: both methods on one backbone and schedule",
+}
+
+
+def describe_preset(name: str, method: str = "rapl") -> str:
+    """One line read from ``preset(name, method)`` itself, so it cannot drift from the values.
+
+    ``describe_preset("cpu")`` -> ``"ir_small at 32 px, 4000 synthetic faces, 15 epochs, batch 64, adam lr 0.001"``.
+    """
+    c = preset(name, method)
+    return (f"{c.model.backbone} at {c.data.image_size} px, {c.data.n} synthetic faces, {c.train.epochs} epochs, "
+            f"batch {c.train.batch_size}, {c.optim.name} lr {c.optim.lr:g}")
+
+
 def resolve_preset(name: str, device="auto", gpu: str = "gpu") -> str:
     """``"auto"`` -> ``gpu`` (default ``"gpu"``) when ``device`` resolves to CUDA, else ``"cpu"``; other names
     are checked and returned.
@@ -303,7 +322,19 @@ def _field_type(key: str):
 
 
 def _unknown(key: str) -> ConfigError:
-    return ConfigError(f"Unknown setting {key!r}. Allowed keys: {', '.join(allowed_keys())}.")
+    """An unknown key's error: the nearest known keys, and the keys of its section (not all of them)."""
+    keys = allowed_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    section = key.partition(".")[0]
+    text = f"Unknown setting {key!r}."
+    if close:
+        text += f" Did you mean {close[0]!r}?"
+    if any(k.startswith(section + ".") for k in keys):
+        text += f" The [{section}] keys: " + ", ".join(k.partition(".")[2] for k in keys if k.startswith(section + ".")) + "."
+    else:
+        sections = sorted({k.partition(".")[0] for k in keys})
+        text += f" Keys are {', '.join(sections)} or section.key, e.g. optim.lr."
+    return ConfigError(text)
 
 
 def get_value(config: Config, key: str):
@@ -432,8 +463,12 @@ def config_from_dict(values: dict, base: Config | None = None) -> Config:
     if not isinstance(values, dict):
         raise ConfigError(f"A configuration must be a table of settings, got {type(values).__name__}.")
     if base is None:
-        name = values.get("preset", "cpu")
-        base = preset(name if name in PRESETS else "cpu", values.get("method", "rapl"))
+        name, method = values.get("preset", "cpu"), values.get("method", "rapl")
+        if name == "custom":  # a saved run's values, not a preset's: every key is in the file
+            _one_of("method", method, METHODS)
+            base = Config(method=method, preset=name)
+        else:
+            base = preset(name, method)  # an unknown name is an error, never a fallback
     flat = {}
     for key, value in values.items():
         if isinstance(value, dict):
@@ -487,16 +522,22 @@ def save_config(config: Config, path) -> Path:
     return write_text_atomic(path, header + to_toml(config_to_dict(config)))
 
 
+def read_toml(path) -> dict:
+    """The nested dict of a TOML settings file (not yet checked against :class:`Config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason}); save it as UTF-8.") from None
+
+
 def load_config(path, base: Config | None = None) -> Config:
     """Read a TOML file (complete or partial) into a checked :class:`Config`.
 
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
-    return config_from_dict(values, base).validate()
+    return config_from_dict(read_toml(path), base).validate()

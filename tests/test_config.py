@@ -69,12 +69,16 @@ def test_overrides_are_parsed_by_the_fields_type():
     assert apply_overrides(base, {"optim.lr": 1}).optim.lr == 1.0  # an int is a fine float
 
 
-def test_unknown_key_names_it_and_lists_the_allowed_keys():
+def test_unknown_key_names_it_suggests_the_nearest_and_lists_only_its_section():
     with pytest.raises(ConfigError) as error:
         apply_overrides(preset("cpu"), ["optim.lrr=1"])
     message = str(error.value)
-    assert "'optim.lrr'" in message
-    assert all(key in message for key in allowed_keys())
+    assert "'optim.lrr'" in message and "Did you mean 'optim.lr'?" in message
+    optim = [key.split(".")[1] for key in allowed_keys() if key.startswith("optim.")]
+    assert f"The [optim] keys: {', '.join(optim)}." in message
+    assert not any(key in message for key in allowed_keys() if not key.startswith("optim."))  # not all 35 keys
+    with pytest.raises(ConfigError, match="Did you mean 'train.epochs'"):
+        parse_override("train.epoch=3")
     with pytest.raises(ConfigError, match="'nosection.x'"):
         parse_override("nosection.x=1")
     with pytest.raises(ConfigError, match="'optim'"):
