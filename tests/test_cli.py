@@ -1,8 +1,13 @@
-"""The command line itself: help and errors without torch, "did you mean", help text, `agekit data synth`."""
+"""The command line: help and errors without torch, "did you mean", help text, `agekit data synth`, and the
+README's chain synth -> train -> eval run as written."""
 
 import argparse
+import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,24 +24,63 @@ from agekit.data.splits import find_leakage
 from agekit.data.synthetic import _pick_for_grid, make_synthetic_faces
 
 DRIVER = """
-import sys
+import contextlib, io, json, sys
 from agekit.cli import main
-try:
-    code = main(sys.argv[1:])
-except SystemExit as stop:
-    code = stop.code
-print(f"@@ exit={code} torch={'torch' in sys.modules}", file=sys.stderr)
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps({"torch": "torch" in sys.modules, "results": results}))
 """
 MY_COMMANDS = ["data synth", "train", "eval", "predict", "convert rapl-authors"]
+HELP = [["--help"], ["--version"], ["train", "--help"], ["data", "synth", "--help"], ["eval", "--help"],
+        ["predict", "--help"], ["convert", "rapl-authors", "--help"], ["course", "--help"], ["grade", "--help"]]
+MISTAKES = [
+    (["tran"], "invalid choice 'tran' (did you mean 'train'?)"),
+    (["train", "--out", "x", "--epohcs", "3"], "unrecognized arguments: --epohcs 3 (did you mean '--epochs'?)"),
+    (["train", "--out", "x", "--preset", "cpuu"], "invalid choice 'cpuu' (did you mean 'cpu'?)"),
+    (["eval", "--checkpoint", "x.pt", "--splt", "val"], "(did you mean '--split'?)"),
+    (["data", "synht", "--out", "D"], "(did you mean 'synth'?)"),
+    (["train", "--out", "x", "--set", "optim.lrr=1"], "Did you mean 'optim.lr'?"),
+    (["train", "--out", "x", "--epochs", "two"], "invalid int value: 'two'"),
+    (["eval", "--checkpoint", "x.pt", "--bogus"], "usage: agekit eval "),
+]
 
 
-def drive(*argv):
-    """Run the CLI in a fresh interpreter: (exit status, torch imported?, stdout, stderr)."""
-    done = subprocess.run([sys.executable, "-c", DRIVER, *argv], capture_output=True, text=True, timeout=120)
-    marker = done.stderr.strip().splitlines()[-1]
-    assert marker.startswith("@@ "), done.stderr
-    fields = dict(item.split("=") for item in marker[3:].split())
-    return int(fields["exit"]), fields["torch"] == "True", done.stdout, done.stderr
+@pytest.fixture(scope="module")
+def driven():
+    """Every help and mistake above, run by the CLI in ONE fresh interpreter: (torch imported?, results)."""
+    argvs = HELP + [argv for argv, _ in MISTAKES]
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["torch"], dict(zip(map(tuple, argvs), report["results"]))
+
+
+def test_help_and_argument_errors_answer_without_importing_torch(driven):
+    torch_loaded, results = driven
+    assert not torch_loaded
+    for argv in HELP:
+        code, out, _ = results[tuple(argv)]
+        assert code == 0 and out.startswith(("usage: agekit", "agekit ")), argv
+
+
+@pytest.mark.parametrize("argv, expected", MISTAKES)
+def test_argument_errors_suggest_the_nearest_name(driven, argv, expected):
+    code, _, err = driven[1][tuple(argv)]
+    assert code == 2 and "Traceback" not in err
+    assert expected in err
+
+
+def test_an_unknown_option_shows_the_usage_of_its_subcommand(driven):
+    _, _, err = driven[1][("eval", "--checkpoint", "x.pt", "--bogus")]
+    assert err.startswith("usage: agekit eval ") and "agekit eval: error: unrecognized arguments: --bogus" in err
 
 
 def subcommands(parser=None, prefix=""):
@@ -48,36 +92,6 @@ def subcommands(parser=None, prefix=""):
                 found[prefix + name] = sub
                 found.update(subcommands(sub, prefix + name + " "))
     return found
-
-
-@pytest.mark.parametrize("argv", [
-    ["--help"], ["--version"], ["train", "--help"], ["data", "synth", "--help"], ["eval", "--help"],
-    ["predict", "--help"], ["convert", "rapl-authors", "--help"], ["course", "--help"], ["grade", "--help"],
-])
-def test_help_answers_without_importing_torch(argv):
-    code, torch_loaded, out, _ = drive(*argv)
-    assert code == 0 and not torch_loaded
-    assert out.startswith(("usage: agekit", "agekit "))
-
-
-@pytest.mark.parametrize("argv, expected", [
-    (["tran"], "invalid choice 'tran' (did you mean 'train'?)"),
-    (["train", "--out", "x", "--epohcs", "3"], "unrecognized arguments: --epohcs 3 (did you mean '--epochs'?)"),
-    (["train", "--out", "x", "--preset", "cpuu"], "invalid choice 'cpuu' (did you mean 'cpu'?)"),
-    (["eval", "--checkpoint", "x.pt", "--splt", "val"], "(did you mean '--split'?)"),
-    (["data", "synht", "--out", "D"], "(did you mean 'synth'?)"),
-    (["train", "--out", "x", "--set", "optim.lrr=1"], "Did you mean 'optim.lr'?"),
-    (["train", "--out", "x", "--epochs", "two"], "invalid int value: 'two'"),
-])
-def test_argument_errors_suggest_without_importing_torch(argv, expected):
-    code, torch_loaded, _, err = drive(*argv)
-    assert code == 2 and not torch_loaded and "Traceback" not in err
-    assert expected in err
-
-
-def test_an_unknown_option_shows_the_usage_of_its_subcommand():
-    _, _, _, err = drive("eval", "--checkpoint", "x.pt", "--bogus")
-    assert err.startswith("usage: agekit eval ") and "agekit eval: error: unrecognized arguments: --bogus" in err
 
 
 def test_every_option_of_these_commands_has_help_that_shows_its_default():
@@ -188,3 +202,78 @@ def test_synth_preview_is_written(tmp_path, capsys):
     assert columns >= 2
     assert Image.open(tmp_path / "D" / "preview.png").size == (90 + columns * 18, 22 + 4 * 18)  # labels + tiles
     assert "preview: " in capsys.readouterr().out
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text[text.index("## Command line\n"):text.index("\n## ", text.index("## Command line\n") + 1)]
+
+
+def readme_chain() -> str:
+    (line,) = [line for line in readme_section().splitlines() if line.startswith("agekit data synth --out D ")]
+    return line
+
+
+def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` in bash, with this interpreter's ``agekit`` first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def table_numbers(text: str) -> dict[str, float]:
+    """The metric rows of `agekit eval`'s table: {"MAE": 8.68, "CS5": 30.0, ...}."""
+    rows = re.findall(r"^  (\S.*?)\s+(-?\d+\.\d+) (?:years|%)$", text, flags=re.MULTILINE)
+    return {name: float(number) for name, number in rows}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chain")
+    command = readme_chain()
+    assert command.count(" && ") == 2 and "--preset smoke" in command
+    done = shell(command, folder)
+    assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+def test_the_readme_chain_runs_and_eval_prints_what_the_run_recorded(chain):
+    folder, done = chain
+    recorded = json.loads((folder / "R" / "metrics.json").read_text())["test"]
+    shown = table_numbers(done.stdout)
+    names = {"mae": "MAE", "cs5": "CS5", "rmse": "RMSE", "gender_acc": "gender accuracy"}
+    assert set(shown) == {names[key] for key in recorded}
+    for key, value in recorded.items():
+        assert shown[names[key]] == round(value, 2), key
+    as_json = shell("agekit eval --checkpoint R/best.pt --data D/manifest.csv --json", folder)
+    measured = json.loads(as_json.stdout)
+    assert measured["faces"] == sum(1 for line in (folder / "D" / "manifest.csv").read_text().splitlines()
+                                    if line.endswith(",test"))
+    for key, value in recorded.items():
+        assert measured[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+
+
+def test_predict_warns_once_per_image_that_is_not_a_face_crop(chain):
+    folder, _ = chain
+    Image.new("RGB", (200, 40), (120, 90, 80)).save(folder / "wide.png")
+    Image.new("RGB", (24, 24), (120, 90, 80)).save(folder / "crop.png")
+    done = shell("agekit predict --checkpoint R/best.pt wide.png crop.png", folder)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("agekit: warning:")]
+    assert len(warnings) == 1 and "wide.png is 200x40 px, far from square" in warnings[0]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["wide.png", "crop.png"]
+
+
+def test_the_readme_lists_each_command_as_its_help_shows_it():
+    section = readme_section()
+    block = section[section.index("```text\n") + 8:]
+    block = block[:block.index("```")]
+    listed = " ".join(block.split()).replace(" agekit ", "\nagekit ").splitlines()
+    commands = subcommands()
+    leaves = [name for name, parser in commands.items() if not any(n.startswith(name + " ") for n in commands)]
+    expected = [" ".join(commands[name].format_usage().split()).removeprefix("usage: ") for name in leaves]
+    assert sorted(listed) == sorted(expected)
+    assert build_parser().format_usage().startswith("usage: agekit")

@@ -37,10 +37,10 @@ def add_data_commands(subparsers) -> None:
                         "Write synthetic aging faces as a prepared data set: manifest.csv (with an identity-"
                         "disjoint 60/20/20 split), the image store images.u8 + images.json, prepare.json, and "
                         "faces.pt (the tensors, for agekit.data.synthetic.load_synthetic_faces).")
-    synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--n", type=int, default=2000, help="number of faces")
-    synth.add_argument("--size", type=int, default=64, help="image side in pixels")
-    synth.add_argument("--seed", type=int, default=0, help="random seed of the faces and of the split")
+    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--n", type=int, metavar="N", default=2000, help="number of faces")
+    synth.add_argument("--size", type=int, metavar="S", default=64, help="image side in pixels")
+    synth.add_argument("--seed", type=int, metavar="K", default=0, help="random seed of the faces and of the split")
     synth.add_argument("--difficulty", default="standard", choices=DIFFICULTIES, help="how hard the faces are")
     synth.add_argument("--png", action="store_true",
                        help=f"also keep every face as OUT/{PNG_FOLDER}/{{k}}_person{{id}}_{{age}}_{{m|f}}.png")

@@ -64,18 +64,18 @@ def add_run_commands(subparsers) -> None:
     train.add_argument("--config", metavar="FILE", help="a TOML file of settings on top of the preset (default: none)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change one setting, e.g. --set optim.lr=1e-4; repeatable (default: none)")
-    train.add_argument("--epochs", type=int, help="number of epochs; the lr drops move with it (default: the preset's)")
-    train.add_argument("--seed", type=int, help="seed of model init, shuffling and augmentation (default: 0)")
+    train.add_argument("--epochs", type=int, metavar="N", help="number of epochs; the lr drops move with it (default: the preset's)")
+    train.add_argument("--seed", type=int, metavar="S", help="seed of model init, shuffling and augmentation (default: 0)")
     train.add_argument("--data", metavar="MANIFEST",
                        help="manifest.csv of a prepared data set (default: synthetic faces drawn for the run)")
-    train.add_argument("--out", required=True, help="output folder: config.toml, last.pt, best.pt, metrics.json")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder: config.toml, last.pt, best.pt, metrics.json")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto, CUDA then MPS then CPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=_train)
 
     evaluate = add_command(subparsers, "eval", "metrics of a checkpoint on a split, as a table", EVAL_EXAMPLES)
-    evaluate.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a training run")
+    evaluate.add_argument("--checkpoint", required=True, metavar="FILE", help="best.pt or last.pt of a training run")
     evaluate.add_argument("--data", metavar="MANIFEST", help="manifest.csv of a prepared data set "
                           "(default: the data the checkpoint was trained on)")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="which part")
@@ -85,7 +85,7 @@ def add_run_commands(subparsers) -> None:
 
     predict = add_command(subparsers, "predict", "age (and gender) of face photos", PREDICT_EXAMPLES,
                           "Age (and gender) of face photos: one square crop of one face each, as in training.")
-    predict.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a training run")
+    predict.add_argument("--checkpoint", required=True, metavar="FILE", help="best.pt or last.pt of a training run")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     predict.add_argument("--json", action="store_true", help="print one JSON object per image")
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
