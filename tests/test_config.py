@@ -121,10 +121,12 @@ def test_partial_file_overlays_its_preset(tmp_path):
     ("[train]\nepochs = 0\n", "train.epochs"),
     ("[rapl]\nvariant = \"EVR+XYZ\"\n", "rapl.variant"),
     ("[data]\nfractions = [0.5, 0.5, 0.5]\n", "data.fractions"),
+    ('preset = "fast"\n', "preset must be one of"),  # an unknown preset is an error, not the cpu preset
+    ("\xff\xfe[optim]\n", "not UTF-8"),
 ])
 def test_bad_files_are_refused_clearly(tmp_path, text, match):
     path = tmp_path / "bad.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("latin-1"))
     with pytest.raises(ConfigError, match=match):
         load_config(path)
 
@@ -166,3 +168,10 @@ def test_unusable_devices_are_refused(monkeypatch, name, match):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=match):
         resolve_device(name)
+
+
+def test_an_unknown_preset_is_an_error_not_the_cpu_preset():
+    with pytest.raises(ConfigError, match="preset must be one of"):
+        config_from_dict({"preset": "fast", "optim": {"lr": 0.1}})
+    saved = config_to_dict(preset("smoke", "siamese"))
+    assert config_from_dict({**saved, "preset": "custom"}).preset == "custom"  # a saved run's own values

@@ -92,6 +92,3 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Parser", "UserError", "add_command", "build_parser", "main"]
-
-if __name__ == "__main__":
-    sys.exit(main())
