@@ -64,11 +64,14 @@ def _unknown(key: str) -> ConfigError:
     text = f"Unknown setting {key!r}."
     if close:
         text += f" Did you mean {close[0]!r}?"
-    if any(k.startswith(section + ".") for k in keys):
-        text += f" The [{section}] keys: " + ", ".join(k.partition(".")[2] for k in keys if k.startswith(section + ".")) + "."
+    inside = [k.partition(".")[2] for k in keys if k.startswith(section + ".")]
+    if inside:
+        text += f" The [{section}] keys: {', '.join(inside)}."
     else:
-        sections = sorted({k.partition(".")[0] for k in keys})
-        text += f" Keys are {', '.join(sections)} or section.key, e.g. optim.lr."
+        plain = [k for k in keys if "." not in k]
+        sections = list(dict.fromkeys(k.partition(".")[0] for k in keys if "." in k))
+        text += (f" Settings are {', '.join(plain)} or SECTION.KEY with SECTION one of {', '.join(sections)} "
+                 "(e.g. optim.lr).")
     return ConfigError(text)
 
 

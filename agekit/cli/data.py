@@ -50,7 +50,10 @@ def add_data_commands(subparsers) -> None:
 
 
 def png_name(k: int, identity: int, age: int, gender: int) -> str:
-    """AgeDB's file-name layout ``{image_id}_{Name}_{age}_{m|f}``: ``png_name(7, 3, 41, 1)`` -> ``"00007_person0003_41_f.png"``."""
+    """AgeDB's file-name layout ``{image_id}_{Name}_{age}_{m|f}``.
+
+    ``png_name(7, 3, 41, 1)`` -> ``"00007_person0003_41_f.png"`` (face 7, person 3, 41 years, female).
+    """
     return f"{k:05d}_person{identity:04d}_{age}_{'f' if gender == 1 else 'm'}.png"
 
 

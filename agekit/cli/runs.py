@@ -64,11 +64,14 @@ def add_run_commands(subparsers) -> None:
     train.add_argument("--config", metavar="FILE", help="a TOML file of settings on top of the preset (default: none)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change one setting, e.g. --set optim.lr=1e-4; repeatable (default: none)")
-    train.add_argument("--epochs", type=int, metavar="N", help="number of epochs; the lr drops move with it (default: the preset's)")
-    train.add_argument("--seed", type=int, metavar="S", help="seed of model init, shuffling and augmentation (default: 0)")
+    train.add_argument("--epochs", type=int, metavar="N",
+                       help="number of epochs; the lr drops move with it (default: the preset's)")
+    train.add_argument("--seed", type=int, metavar="S",
+                       help="seed of model init, shuffling and augmentation (default: the --config file's, else 0)")
     train.add_argument("--data", metavar="MANIFEST",
                        help="manifest.csv of a prepared data set (default: synthetic faces drawn for the run)")
-    train.add_argument("--out", required=True, metavar="DIR", help="output folder: config.toml, last.pt, best.pt, metrics.json")
+    train.add_argument("--out", required=True, metavar="DIR",
+                       help="output folder: config.toml, last.pt, best.pt, metrics.json")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto, CUDA then MPS then CPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -134,7 +137,8 @@ def _train(args) -> int:
 
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
-        raise UserError(f"{out} already holds a training run (last.pt); add --resume to continue it, or pick another --out.")
+        raise UserError(f"{out} already holds a training run (last.pt); add --resume to continue it, "
+                        "or pick another --out.")
     try:
         result = train(config, out_dir=out, progress=not args.no_progress, resume=args.resume, verbose=True)
     except (KeyboardInterrupt, DiskFull) as error:
@@ -160,7 +164,8 @@ def metrics_table(metrics: dict, title: str) -> str:
             for key, value in metrics.items()]
     width = max(len(name) for name, _, _ in rows)
     digits = max(len(number) for _, number, _ in rows)
-    return "\n".join([title] + [f"  {name:<{width}}  {number:>{digits}} {unit}".rstrip() for name, number, unit in rows])
+    lines = [f"  {name:<{width}}  {number:>{digits}} {unit}".rstrip() for name, number, unit in rows]
+    return "\n".join([title] + lines)
 
 
 def _eval(args) -> int:
