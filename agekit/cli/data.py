@@ -11,6 +11,7 @@ So ``agekit train --data OUT/manifest.csv``, ``agekit eval --data ...`` and
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -58,19 +59,20 @@ def png_name(k: int, identity: int, age: int, gender: int) -> str:
 
 
 def write_pngs(faces, folder: Path) -> list[Path]:
-    """Every face as a lossless PNG named by :func:`png_name`; returns the paths."""
+    """Every face as a lossless PNG named by :func:`png_name` in a new ``folder``; returns the paths.
+
+    The files are plain writes: the caller writes into a temporary folder and renames the whole
+    folder into place, so no half-written set is ever seen under its final name.
+    """
     from PIL import Image
 
-    from agekit._io import atomic_write
-
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
     pixels = faces.images.permute(0, 2, 3, 1).numpy()
     paths = []
     for k, (age, gender, person) in enumerate(zip(faces.ages.tolist(), faces.genders.tolist(),
                                                   faces.identities.tolist())):
-        image = Image.fromarray(pixels[k])
-        paths.append(atomic_write(folder / png_name(k, person, age, gender),
-                                  lambda handle, image=image: image.save(handle, format="PNG")))
+        paths.append(folder / png_name(k, person, age, gender))
+        Image.fromarray(pixels[k]).save(paths[-1], format="PNG")
     return paths
 
 
@@ -101,18 +103,16 @@ def _data_synth(args) -> int:
     faces = make_synthetic_faces(n=args.n, image_size=args.size, seed=args.seed, difficulty=args.difficulty)
     out.mkdir(parents=True, exist_ok=True)
     written = {"faces": save_synthetic_faces(faces, out)}
-    if args.png:
-        pngs = out / PNG_FOLDER
-        if pngs.exists():
-            shutil.rmtree(pngs)  # a folder left by an earlier run would add its faces to this one
+    with tempfile.TemporaryDirectory(dir=out, prefix=".synth-") as scratch:
+        pngs = Path(scratch) / PNG_FOLDER
         write_pngs(faces, pngs)
         summary = prepare("agedb", pngs, out, image_size=args.size, seed=args.seed, progress=False, verbose=False)
-        written["png"] = pngs
-    else:
-        with tempfile.TemporaryDirectory(dir=out, prefix=".synth-") as scratch:
-            write_pngs(faces, Path(scratch))
-            summary = prepare("agedb", scratch, out, image_size=args.size, seed=args.seed, progress=False,
-                              verbose=False)
+        if args.png:
+            kept = out / PNG_FOLDER
+            if kept.exists():
+                shutil.rmtree(kept)  # an earlier run's faces: they are not in this manifest
+            os.replace(pngs, kept)
+            written["png"] = kept
     written["manifest"] = out / MANIFEST_NAME
     if args.preview:
         ages = preview_ages(faces.ages, faces.genders)
