@@ -114,10 +114,11 @@ def train_config(args):
     else:
         values = read_toml(args.config) if args.config else {}
         method = args.method or values.pop("method", "rapl")
-        device = args.device or values.get("train", {}).get("device", "auto")
-        name = resolve_preset(args.preset or values.pop("preset", "auto"), device)
-        values.pop("method", None), values.pop("preset", None)
-        config = config_from_dict(values, base=preset(name, method))
+        chosen = args.preset or values.pop("preset", "auto")
+        values.pop("method", None), values.pop("preset", None)  # the options win over the file
+        train = values.get("train")
+        device = args.device or (train.get("device", "auto") if isinstance(train, dict) else "auto")
+        config = config_from_dict(values, base=preset(resolve_preset(chosen, device), method))
     if args.epochs is not None:
         config = with_epochs(config, args.epochs)  # the learning-rate drops move with the epochs, as in the lessons
     if args.variant and config.method != "rapl":
