@@ -35,16 +35,17 @@ def add_data_commands(subparsers) -> None:
     data = add_command(subparsers, "data", "make data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     synth = add_command(data_sub, "synth", "write synthetic aging faces as a prepared data set", SYNTH_EXAMPLES,
-                        "Write synthetic aging faces as a prepared data set: manifest.csv (with an identity-"
-                        "disjoint 60/20/20 split), the image store images.u8 + images.json, prepare.json, and "
-                        "faces.pt (the tensors, for agekit.data.synthetic.load_synthetic_faces).")
+                        "Write synthetic aging faces as a prepared data set, the layout data_scripts/prepare.py\n"
+                        "writes: manifest.csv (an identity-disjoint 60/20/20 split), the image store images.u8 +\n"
+                        "images.json, prepare.json, skipped.csv; and faces.pt, the tensors, for\n"
+                        "agekit.data.synthetic.load_synthetic_faces.")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
     synth.add_argument("--n", type=int, metavar="N", default=2000, help="number of faces")
     synth.add_argument("--size", type=int, metavar="S", default=64, help="image side in pixels")
     synth.add_argument("--seed", type=int, metavar="K", default=0, help="random seed of the faces and of the split")
     synth.add_argument("--difficulty", default="standard", choices=DIFFICULTIES, help="how hard the faces are")
     synth.add_argument("--png", action="store_true",
-                       help=f"also keep every face as OUT/{PNG_FOLDER}/{{k}}_person{{id}}_{{age}}_{{m|f}}.png")
+                       help=f"also keep every face as DIR/{PNG_FOLDER}/{{k}}_person{{id}}_{{age}}_{{m|f}}.png")
     synth.add_argument("--preview", action="store_true",
                        help="also write preview.png: faces by age (columns) and gender (rows)")
     synth.set_defaults(handler=_data_synth)
