@@ -1,6 +1,6 @@
-"""Dotted keys of a :class:`agekit.config.Config`: reading and setting them, overrides, plain dicts, TOML files.
+"""Settings by dotted key (``optim.lr``): get and set them, overrides, plain dicts and TOML files.
 
-``agekit.config`` re-exports every name here (``from agekit.config import apply_overrides``);
+The keys are those of :class:`agekit.config.Config`. ``agekit.config`` re-exports every name here (``from agekit.config import apply_overrides``);
 this module holds how settings are addressed and stored, ``agekit.config`` what they are.
 
 Taught in ``notebooks/06_rapl_training.ipynb``.

@@ -1,12 +1,13 @@
-"""``agekit data synth``: synthetic faces written as a prepared data set (the layout of ``data_scripts/prepare.py``).
+"""``agekit data synth``: synthetic faces written as a prepared data set.
 
-The faces are drawn by ``make_synthetic_faces`` and saved as lossless PNG files
-named in AgeDB's layout, ``{k}_person{identity}_{age}_{m|f}.png``; then
-``agekit.data.prepare.prepare`` turns that folder into ``manifest.csv``, the
-image store and an identity-disjoint split, exactly as it does a real data set.
-So ``agekit train --data OUT/manifest.csv``, ``agekit eval --data ...`` and
-``agekit.data.prepare.load_prepared`` read it like any prepared data set, and with
-``--png`` the PNG files stay in ``OUT/faces/`` for ``agekit predict``.
+The layout is that of ``data_scripts/prepare.py``. The faces are drawn by
+``make_synthetic_faces`` and saved as lossless PNG files named in AgeDB's layout,
+``{k}_person{identity}_{age}_{m|f}.png``; then ``agekit.data.prepare.prepare`` turns
+that folder into ``manifest.csv``, the image store and an identity-disjoint split,
+exactly as it does a real data set. So ``agekit train --data DIR/manifest.csv``,
+``agekit eval --data ...`` and ``agekit.data.prepare.load_prepared`` read it like any
+prepared data set, and with ``--png`` the PNG files stay in ``DIR/faces/`` for
+``agekit predict``.
 """
 
 from __future__ import annotations
