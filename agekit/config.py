@@ -31,9 +31,12 @@ The presets:
 * ``smoke``: the smallest run that still passes through every part (two epochs,
   so RAPL's references switch on); seconds. For tests.
 
+Reading and setting dotted keys, overrides, plain dicts and TOML files live in
+``agekit.config_keys``; every one of its names is importable from here too.
+
 Every key can be changed from the command line (``agekit train --set optim.lr=1e-4``);
 an unknown key or a value of the wrong type is refused with a message that names
-the key and lists the allowed ones.
+the key, suggests the nearest known one and lists the keys of its section.
 
 Taught in ``notebooks/06_rapl_training.ipynb``.
 """
@@ -41,21 +44,9 @@ Taught in ``notebooks/06_rapl_training.ipynb``.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import math
-import sys
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from agekit._io import atomic_write_text
 from agekit.normalization import NORMALIZATIONS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 METHODS = ("rapl", "siamese")
 PRESETS = ("smoke", "cpu", "gpu", "gpu_ir50")
@@ -277,6 +268,24 @@ def preset(name: str = "cpu", method: str = "rapl") -> Config:
     return config
 
 
+PRESET_USES = {
+    "smoke": "tests: the smallest run through every part; seconds",
+    "cpu": "a laptop: the method at small size, trained from scratch; minutes on two cores",
+    "gpu": "each paper's own setting (give model.pretrained); hours on one GPU",
+    "gpu_ir50": "RAPL's setting for either method: both methods on one backbone and schedule",
+}
+
+
+def describe_preset(name: str, method: str = "rapl") -> str:
+    """One line read from ``preset(name, method)`` itself, so it cannot drift from the values.
+
+    ``describe_preset("cpu")`` -> ``"ir_small at 32 px, 4000 synthetic faces, 15 epochs, batch 64, adam lr 0.001"``.
+    """
+    c = preset(name, method)
+    return (f"{c.model.backbone} at {c.data.image_size} px, {c.data.n} synthetic faces, {c.train.epochs} epochs, "
+            f"batch {c.train.batch_size}, {c.optim.name} lr {c.optim.lr:g}")
+
+
 def resolve_preset(name: str, device="auto", gpu: str = "gpu") -> str:
     """``"auto"`` -> ``gpu`` (default ``"gpu"``) when ``device`` resolves to CUDA, else ``"cpu"``; other names
     are checked and returned.
@@ -309,232 +318,11 @@ def with_epochs(config: Config, epochs: int) -> Config:
     return config
 
 
-# ----------------------------------------------------------------------------- dicts and keys
+# ----------------------------------------------------------------------------- keys, dicts and TOML files
+# (agekit.config_keys; imported last because it builds on the classes above)
 
-
-def _sections(cls) -> dict[str, type]:
-    return {f.name: hint for f, hint in zip(dataclasses.fields(cls), typing.get_type_hints(cls).values())}
-
-
-def allowed_keys(config: Config | None = None) -> list[str]:
-    """Every settable dotted key, e.g. ``["data.manifest", ..., "train.stop_after"]``."""
-    keys = []
-    for name, hint in _sections(Config).items():
-        if dataclasses.is_dataclass(hint):
-            keys += [f"{name}.{sub}" for sub in _sections(hint)]
-        else:
-            keys.append(name)
-    return keys
-
-
-def _field_type(key: str):
-    section, _, name = key.partition(".")
-    hints = _sections(Config)
-    if section not in hints:
-        return None
-    hint = hints[section]
-    if not name:
-        return None if dataclasses.is_dataclass(hint) else hint
-    if not dataclasses.is_dataclass(hint):
-        return None
-    return _sections(hint).get(name)
-
-
-def _unknown(key: str) -> ConfigError:
-    return ConfigError(f"Unknown setting {key!r}. Allowed keys: {', '.join(allowed_keys())}.")
-
-
-def get_value(config: Config, key: str):
-    """The value at a dotted key, e.g. ``get_value(config, "optim.lr")``."""
-    if _field_type(key) is None:
-        raise _unknown(key)
-    value = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def set_value(config: Config, key: str, value) -> None:
-    """Set a dotted key in place after checking ``value`` against the field's type."""
-    hint = _field_type(key)
-    if hint is None:
-        raise _unknown(key)
-    target = config
-    *parents, name = key.split(".")
-    for part in parents:
-        target = getattr(target, part)
-    setattr(target, name, _coerce(key, hint, value))
-
-
-def _type_name(hint) -> str:
-    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(
-        hint, f"a list of {_type_name(typing.get_args(hint)[0]) if typing.get_args(hint) else 'values'}"
-    )
-
-
-def _coerce(key: str, hint, value):
-    """``value`` (already typed, e.g. from TOML) checked and converted to the field's type."""
-    wrong = ConfigError(f"Setting {key!r} must be {_type_name(hint)}, got {value!r}.")
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, (list, tuple)):
-            raise wrong
-        (item,) = typing.get_args(hint)
-        return [_coerce(key, item, v) for v in value]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise wrong
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise wrong
-        return value
-    raise wrong  # pragma: no cover - every field has one of the types above
-
-
-def _parse_text(key: str, hint, text: str):
-    """A command-line string parsed by the field's type: ``"3"``, ``"1e-4"``, ``"true"``, ``"[10, 20]"``."""
-    text = text.strip()
-    wrong = ConfigError(f"Setting {key!r} must be {_type_name(hint)}, got {text!r}.")
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-        parts = [p for p in (s.strip() for s in inner.split(",")) if p]
-        return [_parse_text(key, item, p) for p in parts]
-    if hint is bool:
-        lowered = text.lower()
-        if lowered in ("true", "yes", "on", "1"):
-            return True
-        if lowered in ("false", "no", "off", "0"):
-            return False
-        raise wrong
-    if hint is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise wrong from None
-    if hint is float:
-        try:
-            number = float(text)
-        except ValueError:
-            raise wrong from None
-        return number
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``"optim.lr=1e-4"`` -> ``("optim.lr", 0.0001)``, typed by the field it names."""
-    key, sep, raw = str(text).partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"An override must look like key=value (e.g. optim.lr=1e-4), got {text!r}.")
-    hint = _field_type(key)
-    if hint is None:
-        raise _unknown(key)
-    return key, _parse_text(key, hint, raw)
-
-
-def apply_overrides(config: Config, overrides) -> Config:
-    """A copy of ``config`` with ``overrides`` applied: ``["key=value", ...]`` or ``{"key": value}``.
-
-    Strings in the list form are parsed by the field's type; values in the dict form
-    are checked against it. Taught in ``notebooks/06_rapl_training.ipynb``.
-    """
-    config = copy.deepcopy(config)
-    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
-    for key, value in items:
-        set_value(config, key, value)
-    return config
-
-
-def config_to_dict(config: Config) -> dict:
-    """A plain nested dict of str, int, float, bool and lists (for TOML, JSON and checkpoints)."""
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(values: dict, base: Config | None = None) -> Config:
-    """Overlay a (possibly partial) nested dict on ``base``.
-
-    Without ``base``, the dict's ``preset`` and ``method`` (default cpu, rapl) choose
-    the preset to start from, so a file only needs the keys it changes.
-    """
-    if not isinstance(values, dict):
-        raise ConfigError(f"A configuration must be a table of settings, got {type(values).__name__}.")
-    if base is None:
-        name = values.get("preset", "cpu")
-        base = preset(name if name in PRESETS else "cpu", values.get("method", "rapl"))
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            if not dataclasses.is_dataclass(_sections(Config).get(key)):
-                raise _unknown(key)
-            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
-        else:
-            flat[key] = value
-    return apply_overrides(base, flat)
-
-
-# ----------------------------------------------------------------------------- TOML
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)  # e.g. 0.001, 1e-05: both valid TOML floats
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are a subset of TOML's basic strings
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"Cannot write {type(value).__name__} {value!r} to TOML.")
-
-
-def to_toml(values: dict, prefix: str = "") -> str:
-    """A nested dict of plain values as TOML text: scalars first, then one table per sub-dict."""
-    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items() if not isinstance(value, dict)]
-    for key, value in values.items():
-        if isinstance(value, dict):
-            name = f"{prefix}{key}"
-            lines += ["", f"[{name}]", to_toml(value, prefix=f"{name}.").rstrip("\n")]
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :mod:`agekit._io`)."""
-    return atomic_write_text(path, text)
-
-
-def save_config(config: Config, path) -> Path:
-    """Write ``config`` as TOML (atomically). Taught in ``notebooks/06_rapl_training.ipynb``."""
-    header = "# agekit training configuration; load with agekit.config.load_config or `agekit train --config`\n"
-    return write_text_atomic(path, header + to_toml(config_to_dict(config)))
-
-
-def load_config(path, base: Config | None = None) -> Config:
-    """Read a TOML file (complete or partial) into a checked :class:`Config`.
-
-    Taught in ``notebooks/06_rapl_training.ipynb``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
-    return config_from_dict(values, base).validate()
+from agekit.config_keys import (  # noqa: E402,F401
+    _coerce, _field_type, _parse_text, _sections, _toml_value, _type_name, _unknown, allowed_keys, apply_overrides,
+    config_from_dict, config_to_dict, get_value, load_config, parse_override, read_toml, save_config, set_value,
+    to_toml, tomllib, write_text_atomic,
+)

@@ -44,7 +44,7 @@ def test_train_eval_predict_contract(capsys, tmp_path, face_png, method):
     assert (config.method, config.train.seed, config.optim.lr) == (method, 3, 2e-3)
     assert config_from_dict(load_checkpoint(out / "last.pt")["config"]) == config
 
-    code, stdout, err = run(capsys, "eval", "--checkpoint", out / "best.pt", "--device", "cpu")
+    code, stdout, err = run(capsys, "eval", "--checkpoint", out / "best.pt", "--device", "cpu", "--json")
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["split"] == "test" and metrics["mae"] == pytest.approx(report["test"]["mae"], rel=1e-9)
@@ -103,7 +103,8 @@ def test_prepared_data_without_gender(capsys, tmp_path):
     assert config.rapl.variant == "EVR+RAPL" and config.data.manifest == str(manifest)
     report = json.loads((out / "metrics.json").read_text())
     assert "gender_acc" not in report["test"]
-    code, stdout, err = run(capsys, "eval", "--checkpoint", out / "best.pt", "--data", manifest, "--split", "val")
+    code, stdout, err = run(capsys, "eval", "--checkpoint", out / "best.pt", "--data", manifest, "--split", "val",
+                            "--json")
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["faces"] == len(load_data(config).val)

@@ -69,12 +69,16 @@ def test_overrides_are_parsed_by_the_fields_type():
     assert apply_overrides(base, {"optim.lr": 1}).optim.lr == 1.0  # an int is a fine float
 
 
-def test_unknown_key_names_it_and_lists_the_allowed_keys():
+def test_unknown_key_names_it_suggests_the_nearest_and_lists_only_its_section():
     with pytest.raises(ConfigError) as error:
         apply_overrides(preset("cpu"), ["optim.lrr=1"])
     message = str(error.value)
-    assert "'optim.lrr'" in message
-    assert all(key in message for key in allowed_keys())
+    assert "'optim.lrr'" in message and "Did you mean 'optim.lr'?" in message
+    optim = [key.split(".")[1] for key in allowed_keys() if key.startswith("optim.")]
+    assert f"The [optim] keys: {', '.join(optim)}." in message
+    assert not any(key in message for key in allowed_keys() if not key.startswith("optim."))  # not all 35 keys
+    with pytest.raises(ConfigError, match="Did you mean 'train.epochs'"):
+        parse_override("train.epoch=3")
     with pytest.raises(ConfigError, match="'nosection.x'"):
         parse_override("nosection.x=1")
     with pytest.raises(ConfigError, match="'optim'"):
@@ -117,10 +121,12 @@ def test_partial_file_overlays_its_preset(tmp_path):
     ("[train]\nepochs = 0\n", "train.epochs"),
     ("[rapl]\nvariant = \"EVR+XYZ\"\n", "rapl.variant"),
     ("[data]\nfractions = [0.5, 0.5, 0.5]\n", "data.fractions"),
+    ('preset = "fast"\n', "preset must be one of"),  # an unknown preset is an error, not the cpu preset
+    ("\xff\xfe[optim]\n", "not UTF-8"),
 ])
 def test_bad_files_are_refused_clearly(tmp_path, text, match):
     path = tmp_path / "bad.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("latin-1"))
     with pytest.raises(ConfigError, match=match):
         load_config(path)
 
@@ -195,3 +201,10 @@ def test_the_sides_validate_accepts_are_the_ones_the_backbones_keep_whole():
     for name in ("smoke", "cpu", "gpu", "gpu_ir50"):
         for method in ("rapl", "siamese"):
             preset(name, method).validate()
+
+
+def test_an_unknown_preset_is_an_error_not_the_cpu_preset():
+    with pytest.raises(ConfigError, match="preset must be one of"):
+        config_from_dict({"preset": "fast", "optim": {"lr": 0.1}})
+    saved = config_to_dict(preset("smoke", "siamese"))
+    assert config_from_dict({**saved, "preset": "custom"}).preset == "custom"  # a saved run's own values

@@ -200,14 +200,15 @@ def test_eval_on_a_converted_checkpoint_matches_their_model(capsys, authors, con
     few = as_splits({name: smoke.split(name).subset(torch.arange(6)) for name in ("train", "val", "test")})
     manifest = write_manifest(tmp_path / "prepared", few)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(converted), "--data", str(manifest), "--device", "cpu"]) == 0
-    assert "mae" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(converted), "--data", str(manifest), "--device", "cpu", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
     test = load_prepared(manifest).subset("test")
     ours = prediction_metrics(predict(load_trained(converted, device="cpu"), test), test)
     faces = test.batch(torch.arange(len(test))).images.float() / 255
     faces = F.interpolate(faces, size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
     their_ages, _ = _their_ages(authors, faces)  # the trainer's resize to 112 px, then their pipeline
     assert ours["mae"] == pytest.approx(float((their_ages - test.ages.float()).abs().mean()), abs=1e-3)
+    assert printed["mae"] == pytest.approx(ours["mae"], rel=1e-9)  # the command line prints the same
 
 
 def test_convert_errors_are_one_line(capsys, authors_file, tmp_path):
