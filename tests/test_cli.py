@@ -21,7 +21,8 @@ from agekit.cli.runs import crop_warning
 from agekit.config import METHODS, PRESETS, describe_preset, preset
 from agekit.data.prepare import load_prepared
 from agekit.data.splits import find_leakage
-from agekit.data.synthetic import _pick_for_grid, make_synthetic_faces
+from agekit.data.preview import _pick_for_grid
+from agekit.data.synthetic import make_synthetic_faces
 
 DRIVER = """
 import contextlib, io, json, sys
