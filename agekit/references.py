@@ -130,7 +130,7 @@ def select_references(features, pred_ages, true_ages, age_labels, return_info: b
     slot = _label_slots(true_ages, values)
 
     # Line 2: errors E = |A - A_hat| (computed once, so equal errors compare equal).
-    errors = (pred_ages.to(torch.float64) - true_ages).abs_()  # float64; |p - t| == |t - p| exactly
+    errors = pred_ages.to(torch.float64, copy=True).sub_(true_ages).abs_()  # float64, in place; |p - t| == |t - p|
     # Lines 3-9, all labels at once: the smallest error per slot ...
     best_error = torch.full((n + 1,), float("inf"), dtype=errors.dtype, device=device)
     best_error = best_error.scatter_reduce(0, slot, errors, reduce="amin")
