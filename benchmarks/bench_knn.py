@@ -220,7 +220,8 @@ def main(argv=None) -> None:
         "",
         f"## {queries:,} x {gallery:,} x {DIM} ({args.repeats} repeats)",
         "",
-        "| contender | min | median | abs-diff terms per second (min) | peak RSS of the first call | CPU (user) |",
+        "| contender | min | median | abs-diff terms per second (min) | peak RSS, first call "
+        "| CPU time (user, all threads), first call |",
         "|---|---|---|---|---|---|",
         *[f"| {name} | {min(times[name]):.2f} s | {statistics.median(times[name]):.2f} s | "
           f"{work / min(times[name]) / 1e9:.2f} G/s | "
