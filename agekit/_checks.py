@@ -72,7 +72,7 @@ def vector(name: str, value, dtype: torch.dtype | None = None, allow_empty: bool
         raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}.")
     if not allow_empty and tensor.numel() == 0:
         raise ValueError(f"{name} is empty; it needs at least one value.")
-    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    if tensor.is_floating_point() and not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         bad = tensor[~torch.isfinite(tensor)][:3].tolist()
         raise ValueError(f"{name} contains NaN or infinite values (e.g. {bad}); remove or fix them.")
     return tensor

@@ -47,6 +47,37 @@ class ReferenceInfo:
     filled_from: dict[int, int] = field(default_factory=dict)
 
 
+LOOKUP_SPAN = 1 << 20
+"""Label ranges up to this many whole years are looked up in a table; wider ones are searched."""
+
+
+def _label_slots(true_ages: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Position of each true age among the n sorted label ``values``, or n where it is no label.
+
+    true_ages: [K] (any real dtype), values: int64 [n] increasing -> int64 [K].
+    Ages are whole years in a short range, so a table over that range (n where an
+    age is no label) answers with one gather instead of a binary search per sample;
+    a fractional age gets n. Ranges wider than ``LOOKUP_SPAN`` are searched instead.
+    """
+    n = values.numel()
+    whole, fractional = true_ages, None
+    if true_ages.is_floating_point():
+        whole = true_ages.to(torch.int64)  # truncates; a fractional age is caught below
+        fractional = whole != true_ages
+    elif true_ages.dtype not in (torch.int32, torch.int64):
+        whole = true_ages.to(torch.int64)
+    low, high = (int(bound) for bound in torch.aminmax(whole))
+    base, top = min(0, low, int(values[0])), max(high, int(values[-1]))  # base 0 for ages >= 0: no shift
+    if top - base >= LOOKUP_SPAN:
+        true64, labels64 = true_ages.to(torch.float64), values.to(torch.float64)
+        slot = torch.searchsorted(labels64, true64).clamp_max(n - 1)
+        return torch.where(labels64[slot] == true64, slot, n)
+    table = torch.full((top - base + 1,), n, dtype=torch.int64, device=values.device)
+    table[values - base] = torch.arange(n, device=values.device)
+    slot = table.index_select(0, whole - base if base else whole)  # index_select: the fastest gather on CPU
+    return slot if fractional is None else slot.masked_fill_(fractional, n)
+
+
 def select_references(features, pred_ages, true_ages, age_labels, return_info: bool = False):
     """Algorithm 1: one reference feature vector per age label.
 
@@ -56,10 +87,11 @@ def select_references(features, pred_ages, true_ages, age_labels, return_info: b
 
     Row k of R is the features of the sample with true age == label k and the
     smallest |true - predicted| error (ties: the smallest sample index). The
-    selection is vectorised: two ``scatter_reduce(amin)`` passes, first for the
-    smallest error per label, then for the smallest index among samples reaching
-    it (samples whose age is no label go to an extra slot that is dropped). It
-    costs O(K) and runs on the device of ``features``.
+    selection is vectorised: each sample's label comes from a lookup table, then
+    two ``scatter_reduce(amin)`` passes find the smallest error per label and the
+    smallest index among the samples reaching it (samples whose age is no label
+    go to an extra slot that is dropped). It costs O(K) and runs on the device of
+    ``features``.
     Taught in ``notebooks/04_reference_selection.ipynb``.
     """
     features = _checks.matrix("features", features)
@@ -76,21 +108,17 @@ def select_references(features, pred_ages, true_ages, age_labels, return_info: b
 
     # Slot of each sample: the position of its true age among the labels, or the
     # extra slot n (collected, then dropped) when that age is no label.
-    true64 = true_ages.to(torch.float64)
-    labels64 = values.to(torch.float64)
-    slot = torch.searchsorted(labels64, true64).clamp_max(n - 1)
-    slot = torch.where(labels64[slot] == true64, slot, n)
+    slot = _label_slots(true_ages, values)
 
     # Line 2: errors E = |A - A_hat| (computed once, so equal errors compare equal).
-    errors = (true64 - pred_ages.to(torch.float64)).abs()
+    errors = pred_ages.to(torch.float64, copy=True).sub_(true_ages).abs_()  # float64, in place; |p - t| == |t - p|
     # Lines 3-9, all labels at once: the smallest error per slot ...
     best_error = torch.full((n + 1,), float("inf"), dtype=errors.dtype, device=device)
     best_error = best_error.scatter_reduce(0, slot, errors, reduce="amin")
-    # ... and among the samples reaching it, the smallest index.
-    index = torch.arange(count, device=device)
-    candidate = torch.where(errors == best_error[slot], index, count)
+    # ... and among the samples reaching it (few), the smallest index.
+    winners = (errors == best_error.index_select(0, slot)).nonzero().squeeze(1)
     source = torch.full((n + 1,), count, dtype=torch.int64, device=device)
-    source = source.scatter_reduce(0, slot, candidate, reduce="amin")
+    source = source.scatter_reduce(0, slot.index_select(0, winners), winners, reduce="amin")
     source, best_error = source[:n], best_error[:n]
 
     present = source < count

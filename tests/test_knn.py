@@ -191,3 +191,17 @@ def test_gallery_without_genders_and_bad_states():
         bank.load_state_dict({"embeddings": gallery, "ages": ages, "names": ages})
     with pytest.raises(ValueError, match="ages"):
         Gallery(gallery, ages[:5])
+
+
+def test_knn_works_without_the_benchmark_only_packages():
+    """faiss-cpu and threadpoolctl are benchmark baselines (extra ``bench``): agekit's kNN never imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['faiss'] = None; sys.modules['threadpoolctl'] = None\n"
+            "import torch; from agekit.knn import knn_predict, Gallery\n"
+            "g = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]); a = torch.tensor([10.0, 20.0, 60.0])\n"
+            "print(knn_predict(torch.tensor([[0.9, 0.8]]), g, a, k=2).item())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) == 15.0

@@ -234,3 +234,81 @@ def test_bank_can_store_on_cpu():
     bank = ReferenceBank(LABELS_SMALL, store="cpu")
     bank.add(*_epoch(0))
     assert bank.end_epoch().device.type == "cpu"
+
+
+def _authors_port():
+    """The RAPL authors' select_refs as ported into benchmarks/bench_references.py."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_references.py"
+    spec = importlib.util.spec_from_file_location("bench_references", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agrees_with_the_rapl_authors_selection(seed):
+    """Continuous predictions (no tied errors): the authors' per-age pandas loop and ours pick the same rows."""
+    port = _authors_port()
+    features, pred, true, values = port.make_pass(3_000, labels=40, seed=seed)
+    want = port.authors_select_refs(features, port.authors_table(pred, true))
+    assert want.shape == (40, 256)
+    assert torch.equal(select_references(features, pred, true, values), want)
+
+
+def test_a_tie_picks_one_of_the_rows_the_authors_would_pick():
+    """With whole-year predictions the authors choose at random among tied rows; ours is one of them."""
+    import random
+
+    port = _authors_port()
+    features, pred, true = _data(3)
+    features = torch.randn(len(true), 256, generator=torch.Generator().manual_seed(3))
+    present = sorted(set(true.tolist()))
+    _, info = select_references(features, pred, true, present, return_info=True)
+    table = port.authors_table(pred, true)
+    picks = [set() for _ in present]
+    random.seed(0)
+    for _ in range(20):
+        refs = port.authors_select_refs(features, table)
+        for row, ref in enumerate(refs):
+            picks[row].add(int((features == ref).all(dim=1).nonzero()[0]))
+    assert any(len(rows) > 1 for rows in picks)  # the data do tie
+    errors = (true - pred).abs()
+    for row, label in enumerate(present):
+        mine = int(info.source_index[row])
+        tied = ((true == label) & (errors == errors[true == label].min())).nonzero().squeeze(1).tolist()
+        assert mine == min(tied) and picks[row] <= set(tied)
+
+
+def _slots_by_loop(true_ages, values):
+    values = values.tolist()
+    return [values.index(float(a)) if float(a) in values else len(values) for a in true_ages.tolist()]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.float32, torch.float64])
+def test_label_lookup_matches_a_search_for_every_age_kind(dtype):
+    """Each sample's label slot (the table lookup) against list.index: gaps, out of range, fractions."""
+    from agekit.references import _label_slots
+
+    values = torch.tensor([3, 4, 7, 8, 9, 20, 61])
+    ages = torch.tensor([0, 2, 3, 4, 5, 7, 9, 20, 21, 61, 62, 200, 7, 3])
+    if dtype.is_floating_point:
+        ages = torch.cat([ages.to(dtype), torch.tensor([3.5, -0.5, -3.0, 60.999, 8.25], dtype=dtype)])
+    else:
+        ages = ages.to(dtype)
+    assert _label_slots(ages, values).tolist() == _slots_by_loop(ages, values)
+
+
+def test_label_lookup_on_a_wide_label_range_falls_back_to_search(monkeypatch):
+    import agekit.references as references
+
+    values = torch.tensor([1, 5, 900, 2000])
+    ages = torch.tensor([1.0, 2.0, 900.0, 900.5, 2000.0, 5000.0, -7.0, 1e30, -1e30])
+    want = _slots_by_loop(ages, values)
+    assert references._label_slots(ages, values).tolist() == want
+    monkeypatch.setattr(references, "LOOKUP_SPAN", 100)
+    assert references._label_slots(ages, values).tolist() == want
+    whole = ages[:-2].long()
+    assert references._label_slots(whole, values).tolist() == _slots_by_loop(whole, values)
