@@ -16,11 +16,21 @@ query are ordered by their gallery index, the smaller index counting as nearer.
 This decides both which entries fill the last places of the k nearest and the
 order in which neighbours are returned.
 
+Speed: on the CPU, when the optional faiss-cpu package is installed, faiss's exact
+L1 search proposes a few more than k candidates per query; their distances are then
+recomputed with ``torch.cdist`` (bit for bit the values of the plain path) and the
+tie rule applied. A query whose k-th distance comes within rounding of the last
+candidate's (a tie at the boundary, or a neighbour faiss's rounding could have hidden)
+is searched again by the plain path, so the answer never depends on whether faiss is
+installed. ``AGEKIT_KNN=torch`` turns faiss off.
+
 Taught in ``notebooks/07_siamese_metric_learning.ipynb`` and
 ``notebooks/08_embeddings.ipynb``.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -94,6 +104,52 @@ def knn_neighbours(query, gallery, k: int = 20, chunk_size: int | None = None,
     return _search(query, gallery, k, chunk_size, memory_mb)
 
 
+CANDIDATES_EXTRA = 2
+"""Candidates beyond k that the faiss search proposes per query."""
+
+FAISS_MIN_WORK = 10_000_000
+"""Query x gallery pairs below which the plain path is used (faiss's start-up costs more)."""
+
+
+def _faiss():
+    """The faiss module, or None when it is not installed or ``AGEKIT_KNN=torch``."""
+    if os.environ.get("AGEKIT_KNN", "auto") == "torch":
+        return None
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _faiss_candidates(faiss, query: torch.Tensor, gallery: torch.Tensor, width: int):
+    """faiss's exact L1 search: (indices int64 [m, width], its float32 distances [m, width])."""
+    faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's kernels
+    index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
+    index.add(gallery.contiguous().numpy())
+    distances, indices = index.search(query.contiguous().numpy(), width)
+    return torch.from_numpy(indices), torch.from_numpy(distances)
+
+
+def _exact_from_candidates(query, gallery, k: int, candidates, proposed):
+    """Rows whose k nearest lie surely among their candidates: (rows, indices [r, k], distances [r, k]).
+
+    The candidates' distances are recomputed by ``torch.cdist`` (the plain path's values
+    exactly); a row is sure when its k-th recomputed distance is below the distance of
+    its last candidate by more than float32 rounding could move either, so no other
+    gallery row can be nearer or tied.
+    """
+    exact = torch.cdist(query[:, None, :], gallery[candidates], p=1).squeeze(1)  # [m, width]
+    order = torch.sort(candidates, dim=1).indices  # index order, then a stable sort by distance
+    candidates, exact = candidates.gather(1, order), exact.gather(1, order)
+    by_distance = torch.sort(exact, dim=1, stable=True).indices[:, :k]
+    chosen, values = candidates.gather(1, by_distance), exact.gather(1, by_distance)
+    last = proposed[:, -1].to(exact.dtype)
+    margin = 1e-4 * (1.0 + last.abs()) + 1e-4 * values[:, -1].abs()
+    sure = (values[:, -1] < last - margin).nonzero().squeeze(1)
+    return sure, chosen[sure], values[sure]
+
+
 @torch.no_grad()
 def _search(query: torch.Tensor, gallery: torch.Tensor, k, chunk_size, memory_mb):
     """:func:`knn_neighbours` on already checked embeddings."""
@@ -105,6 +161,26 @@ def _search(query: torch.Tensor, gallery: torch.Tensor, k, chunk_size, memory_mb
         chunk = chunk_rows(g, memory_mb, query.element_size())
     else:
         chunk = _checks.positive_int("chunk_size", chunk_size)
+    faiss = _faiss() if query.device.type == "cpu" and query.dtype == torch.float32 else None
+    width = k + CANDIDATES_EXTRA
+    if faiss is not None and width < g and m * g >= FAISS_MIN_WORK:
+        candidates, proposed = _faiss_candidates(faiss, query, gallery, width)
+        rows, chosen, values = _exact_from_candidates(query, gallery, k, candidates, proposed)
+        indices = torch.empty(m, k, dtype=torch.int64)
+        distances = torch.empty(m, k, dtype=query.dtype)
+        indices[rows], distances[rows] = chosen, values
+        rest = torch.ones(m, dtype=torch.bool)
+        rest[rows] = False
+        rest = rest.nonzero().squeeze(1)
+        if rest.numel():
+            indices[rest], distances[rest] = _plain_search(query[rest], gallery, k, chunk)
+        return indices, distances
+    return _plain_search(query, gallery, k, chunk)
+
+
+def _plain_search(query: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int):
+    """The k nearest by ``torch.cdist`` over chunks of ``chunk`` queries (the reference path)."""
+    m, g = query.shape[0], gallery.shape[0]
     extra = 1 if k < g else 0  # one more than k reveals a tie at the k-th place
     indices = torch.empty(m, k, dtype=torch.int64, device=query.device)
     distances = torch.empty(m, k, dtype=query.dtype, device=query.device)

@@ -7,7 +7,11 @@ The task is Jeong et al. 2018, Section 2.5: each query's age is the mean age of 
 nearest gallery embeddings under the L1 distance (70 dims, the paper's N_a). Contenders,
 run in turn in one process with the same thread count:
 
-* ours: ``agekit.knn.knn_predict`` (chunks of queries, ``torch.cdist(p=1)``, ``topk``);
+* ours: ``agekit.knn.knn_predict`` as installed with faiss-cpu: faiss's exact L1 candidates (k + 2
+  per query), re-ranked by ``torch.cdist(p=1)``; queries whose k-th place is within rounding of the
+  last candidate go through the torch path;
+* ours, torch only: the same call with ``AGEKIT_KNN=torch`` (chunks of queries, ``torch.cdist(p=1)``,
+  ``topk``), what agekit does without faiss-cpu;
 * scikit-learn: ``KNeighborsRegressor(n_neighbors=20, metric="manhattan", algorithm="brute")``,
   fit + predict, threads limited with ``threadpoolctl``;
 * faiss-cpu: ``IndexFlat(d, METRIC_L1)``, add + search, then the mean of the neighbours' ages,
@@ -86,6 +90,14 @@ def contenders(query, bank, ages, threads: int):
         torch.set_num_threads(threads)
         return knn_predict(q, g, a, k=K).double().numpy()
 
+    def ours_torch_only():
+        torch.set_num_threads(threads)
+        os.environ["AGEKIT_KNN"] = "torch"
+        try:
+            return knn_predict(q, g, a, k=K).double().numpy()
+        finally:
+            del os.environ["AGEKIT_KNN"]
+
     def sklearn_brute():
         with threadpool_limits(limits=threads):
             model = KNeighborsRegressor(n_neighbors=K, metric="manhattan", algorithm="brute", n_jobs=threads)
@@ -98,7 +110,7 @@ def contenders(query, bank, ages, threads: int):
         _, found = index.search(query, K)
         return ages[found].astype(np.float64).mean(axis=1)
 
-    return {"ours": ours, "scikit-learn": sklearn_brute, "faiss-cpu": faiss_flat}
+    return {"ours": ours, "ours, torch only": ours_torch_only, "scikit-learn": sklearn_brute, "faiss-cpu": faiss_flat}
 
 
 def neighbour_check(query, bank, threads: int) -> dict:
@@ -203,7 +215,7 @@ def main(argv=None) -> None:
     load_after = os.getloadavg()
 
     work = queries * gallery * DIM  # |x - y| terms summed
-    ours, sk, fa = (min(times[name]) for name in ("ours", "scikit-learn", "faiss-cpu"))
+    ours, plain, sk, fa = (min(times[name]) for name in ("ours", "ours, torch only", "scikit-learn", "faiss-cpu"))
     vs_sklearn, vs_faiss = sk / ours, fa / ours
     chunk = chunk_rows(gallery)
     lines = header("k-NN age estimation (L1, k = 20): agekit vs scikit-learn and faiss-cpu",
@@ -231,8 +243,11 @@ def main(argv=None) -> None:
         f"- speed-up over scikit-learn brute force: {vs_sklearn:.2f}x (min), "
         f"{statistics.median(times['scikit-learn']) / statistics.median(times['ours']):.2f}x (median); "
         f"target >= {TARGET_VS_SKLEARN:.0f}x: **{'met' if vs_sklearn >= TARGET_VS_SKLEARN else 'not met'}**",
-        f"- against faiss-cpu exact L1: ours takes {ours / fa:.2f}x its time (min); target at least as fast: "
-        f"**{'met' if vs_faiss >= 1.0 else 'not met'}**",
+        f"- against faiss-cpu exact L1: ours takes {ours / fa:.2f}x its time (min), "
+        f"{statistics.median(times['ours']) / statistics.median(times['faiss-cpu']):.2f}x (median); target at least as fast: "
+        f"**{'met' if vs_faiss >= 1.0 else 'not met'}** (ours is faiss's search plus the re-ranking that makes its answer "
+        "the torch path's, bit for bit)",
+        f"- without faiss-cpu (torch only): {sk / plain:.2f}x scikit-learn's speed (min), {plain / fa:.2f}x faiss-cpu's time",
         f"- same neighbours: largest gap between sorted k-nearest distances, ours vs scikit-learn "
         f"{check['scikit-learn']['max_distance_gap']:.1e} (relative {check['scikit-learn']['relative_gap']:.1e}), "
         f"vs faiss-cpu {check['faiss-cpu']['max_distance_gap']:.1e} (relative {check['faiss-cpu']['relative_gap']:.1e}); "
@@ -243,13 +258,13 @@ def main(argv=None) -> None:
         "",
         "## Where the limit is",
         "",
-        "All three are exact brute force: m x g x d terms |x - y| summed, nothing skipped. The column",
+        "All are exact brute force: m x g x d terms |x - y| summed, nothing skipped. The column",
         "'abs-diff terms per second' is that work over the time. faiss-cpu runs a hand-written SIMD loop",
         "per (query, gallery) pair; `torch.cdist(p=1)`, the fastest exact L1 kernel in torch on a CPU,",
-        "reaches the rate shown for ours (its top-k and chunking cost little beside it). L1 has no",
-        "matrix-multiply form (L2 has one, which is why L2 search is much faster), so without a compiled",
-        "kernel of its own agekit cannot close the gap to faiss-cpu; it stays exact, bounded in memory,",
-        "free of the extra dependency, and runs unchanged on a GPU.",
+        "reaches the rate shown for 'ours, torch only' (its top-k and chunking cost little beside it). L1 has no",
+        "matrix-multiply form (L2 has one, which is why L2 search is much faster), so torch alone cannot",
+        "close the gap to faiss-cpu; that is why agekit takes faiss's candidates when faiss-cpu is installed",
+        "and keeps the torch path (exact, bounded in memory, runs on a GPU) as the reference it must equal.",
         "",
         f"The distance kernels alone, 100 queries x {gallery:,} rows x {DIM} dims, {threads} threads, "
         f"min of {args.repeats} (CPU SIMD: {cpu_flags()}):",
@@ -260,10 +275,10 @@ def main(argv=None) -> None:
         "",
         f"## Scale: {scale_queries} queries, gallery up to {scale_sizes[-1]:,} (one run each, memory bounded by the chunk)",
         "",
-        "| gallery | ours | scikit-learn | faiss-cpu | ours' chunk |",
-        "|---|---|---|---|---|",
-        *[f"| {size:,} | {scale['ours'][i]:.2f} s | {scale['scikit-learn'][i]:.2f} s | {scale['faiss-cpu'][i]:.2f} s | "
-          f"{chunk_rows(size)} queries |" for i, size in enumerate(scale_sizes)],
+        "| gallery | ours | ours, torch only | scikit-learn | faiss-cpu | torch path's chunk |",
+        "|---|---|---|---|---|---|",
+        *[f"| {size:,} | {scale['ours'][i]:.2f} s | {scale['ours, torch only'][i]:.2f} s | {scale['scikit-learn'][i]:.2f} s "
+          f"| {scale['faiss-cpu'][i]:.2f} s | {chunk_rows(size)} queries |" for i, size in enumerate(scale_sizes)],
         "",
         "Growth with the gallery size (least-squares log-log slope, 1 = linear): "
         + ", ".join(f"{name} {growth(scale_sizes, scale[name]):.2f}" for name in runs) + ". Plot: `benchmarks/knn.png`.",

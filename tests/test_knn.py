@@ -194,7 +194,7 @@ def test_gallery_without_genders_and_bad_states():
 
 
 def test_knn_works_without_the_benchmark_only_packages():
-    """faiss-cpu and threadpoolctl are benchmark baselines (extra ``bench``): agekit's kNN never imports them."""
+    """faiss-cpu is optional (it only speeds large CPU searches) and threadpoolctl a benchmark baseline."""
     import subprocess
     import sys
 
@@ -205,3 +205,93 @@ def test_knn_works_without_the_benchmark_only_packages():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) == 15.0
+
+
+class NoisyFaiss:
+    """A stand-in for faiss whose L1 distances carry float32-sized rounding noise.
+
+    Its candidates are the exact top ``width`` by the noisy distances, as faiss's are
+    by its own rounding: near the k-th place they can come in another order than
+    torch's, which is what the re-ranking must undo.
+    """
+
+    METRIC_L1 = 1
+
+    def __init__(self, scale=1e-6):
+        self.scale, self.searched = scale, 0
+        outer = self
+
+        class IndexFlat:
+            def __init__(self, d, metric):
+                assert metric == outer.METRIC_L1
+
+            def add(self, gallery):
+                self.gallery = torch.from_numpy(gallery)
+
+            def search(self, query, width):
+                outer.searched += 1
+                exact = torch.cdist(torch.from_numpy(query).double(), self.gallery.double(), p=1)
+                noise = torch.empty_like(exact).uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
+                noisy = (exact * (1 + outer.scale * noise)).float()
+                values, index = noisy.topk(width, dim=1, largest=False, sorted=True)
+                return values.numpy(), index.numpy()
+
+        self.IndexFlat = IndexFlat
+
+    def omp_set_num_threads(self, n):
+        assert n == torch.get_num_threads()
+
+
+def plain(query, gallery, k, monkeypatch):
+    monkeypatch.setenv("AGEKIT_KNN", "torch")
+    answer = knn_neighbours(query, gallery, k)
+    monkeypatch.delenv("AGEKIT_KNN")
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["continuous", "near ties", "exact ties"])
+def test_the_fast_search_gives_the_plain_answer_bit_for_bit(kind, monkeypatch):
+    import agekit.knn as knn
+
+    gen = torch.Generator().manual_seed(3)
+    if kind == "continuous":
+        query, gallery = torch.randn(200, 16, generator=gen), torch.randn(60_000, 16, generator=gen)
+    elif kind == "near ties":  # distances a few ulps apart: the noise reorders them
+        base = torch.randint(0, 4, (60_000, 16), generator=gen).float()
+        gallery = base + 1e-6 * torch.rand(60_000, 16, generator=gen)
+        query = torch.randint(0, 4, (200, 16), generator=gen).float()
+    else:  # integer embeddings: many gallery rows tie at the k-th place
+        gallery = torch.randint(0, 3, (60_000, 6), generator=gen).float()
+        query = torch.randint(0, 3, (200, 6), generator=gen).float()
+    expected = plain(query, gallery, 20, monkeypatch)
+    fake = NoisyFaiss()
+    monkeypatch.setattr(knn, "_faiss", lambda: fake)
+    got = knn_neighbours(query, gallery, 20)
+    assert fake.searched == 1  # the fast path ran
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    brute = brute_neighbours(query[:3].double(), gallery.double(), 20) if kind == "exact ties" else None
+    if brute is not None:  # and the plain path is the tie rule itself
+        assert [[i for _, i in row] for row in brute] == got[0][:3].tolist()
+
+
+def test_small_searches_and_float64_keep_the_plain_path(monkeypatch):
+    import agekit.knn as knn
+
+    fake = NoisyFaiss()
+    monkeypatch.setattr(knn, "_faiss", lambda: fake)
+    knn_neighbours(torch.randn(10, 4), torch.randn(1000, 4), 5)  # 10,000 pairs: below FAISS_MIN_WORK
+    knn_neighbours(torch.randn(200, 4, dtype=torch.float64), torch.randn(60_000, 4, dtype=torch.float64), 5)
+    assert fake.searched == 0
+
+
+def test_real_faiss_gives_the_plain_answer(monkeypatch):
+    """With faiss-cpu installed (the test extra installs it), its search feeds the same answer."""
+    faiss = pytest.importorskip("faiss")
+    import agekit.knn as knn
+
+    assert knn._faiss() is faiss
+    gen = torch.Generator().manual_seed(5)
+    query, gallery = torch.randn(300, 70, generator=gen), torch.randn(40_000, 70, generator=gen)
+    expected = plain(query, gallery, 20, monkeypatch)
+    got = knn_neighbours(query, gallery, 20)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
