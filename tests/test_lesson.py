@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +10,7 @@ import pytest
 import torch
 
 from agekit import exercises, lesson
+from agekit.cli import main
 from agekit.config import ConfigError, preset, resolve_preset, with_epochs
 from agekit.references import select_references
 
@@ -210,38 +209,43 @@ def test_the_workspace_is_found_from_where_the_user_works(tmp_path):
     assert lesson.runs_dir(True, start=checkout / "notebooks") == (checkout / "runs" / "fast").resolve()
 
 
-def test_two_checkouts_sharing_one_environment_keep_their_lessons_and_caches_apart(tmp_path):
+def _agekit(capsys, monkeypatch, cwd: Path, *argv: str) -> tuple[int, str, str]:
+    """``agekit ARGV`` run from ``cwd`` (in this process, as the console script calls it): code, stdout, stderr."""
+    monkeypatch.chdir(cwd)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_two_checkouts_sharing_one_environment_keep_their_lessons_and_caches_apart(tmp_path, monkeypatch, capsys):
     """One installed agekit, two working copies: each course run and student copy stays in its own copy."""
     a, b = _course_tree(tmp_path / "a"), _course_tree(tmp_path / "b")
-    environment = {k: v for k, v in os.environ.items() if k != "AGEKIT_RUNS"} | {"AGEKIT_FAST": "1"}
+    monkeypatch.delenv("AGEKIT_RUNS", raising=False)
+    monkeypatch.setenv("AGEKIT_FAST", "1")
     before = {p: p.stat().st_mtime_ns for p in (REPO / "notebooks" / "student").glob("*.ipynb")}
-    agekit = [sys.executable, "-m", "agekit"]
-    done = subprocess.run(agekit + ["course", "--student"], cwd=a / "notebooks", env=environment,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    code, _, err = _agekit(capsys, monkeypatch, a / "notebooks", "course", "--student")
+    assert code == 0, err
     assert sorted(p.name for p in (a / "notebooks" / "student").iterdir()) == ["00_welcome.ipynb",
                                                                               "01_synthetic_faces.ipynb"]
     assert not any((b / "notebooks" / "student").iterdir())
     own = tmp_path / "student-own"
-    done = subprocess.run(agekit + ["course", "--student", str(own)], cwd=b, env=environment,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    code, _, err = _agekit(capsys, monkeypatch, b, "course", "--student", str(own))
+    assert code == 0, err
     assert (own / "00_welcome.ipynb").is_file()
-    done = subprocess.run(agekit + ["course", "--fast", "--only", "00"], cwd=b, env=environment,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, out, err = _agekit(capsys, monkeypatch, b, "course", "--fast", "--only", "00")
+    assert code == 0, out + err
     assert (b / "runs" / "course" / "00_welcome.ipynb").is_file()
     assert not (a / "runs").exists(), "checkout a's folder is untouched by b's course"
     assert {p: p.stat().st_mtime_ns for p in (REPO / "notebooks" / "student").glob("*.ipynb")} == before
     assert lesson.runs_dir(start=b) == (b / "runs").resolve()
 
 
-def test_course_without_lessons_says_where_it_looked(tmp_path):
-    environment = {k: v for k, v in os.environ.items() if k != "AGEKIT_RUNS"}
-    done = subprocess.run([sys.executable, "-m", "agekit", "course", "--fast"], cwd=tmp_path, env=environment,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert "No lessons" in done.stderr and "--notebooks" in done.stderr and "Traceback" not in done.stderr
+def test_course_without_lessons_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AGEKIT_RUNS", raising=False)
+    code, _, err = _agekit(capsys, monkeypatch, tmp_path, "course", "--fast")
+    assert code == 2
+    assert "No lessons" in err and "--notebooks" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- exercise checks

@@ -4,6 +4,7 @@ nbval runs every lesson in fast mode as part of the same pytest run (see the
 ``addopts`` in pyproject.toml); these tests check what nbval does not.
 """
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -88,8 +89,9 @@ def test_student_copies_are_in_sync():
             assert "solution" not in cell.get("metadata", {}).get("tags", [])
 
 
-def _package_functions() -> set[str]:
-    """Every public function and class the package defines at module level."""
+@functools.cache
+def _package_functions() -> frozenset[str]:
+    """Every public function and class the package defines at module level (read once per test run)."""
     import ast
 
     names = set()
@@ -97,7 +99,7 @@ def _package_functions() -> set[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         names |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
                   and not node.name.startswith("_")}
-    return names
+    return frozenset(names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
