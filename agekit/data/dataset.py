@@ -38,7 +38,22 @@ class Batch:
         return Batch(*(t.pin_memory() for t in (self.images, self.ages, self.genders, self.index)))
 
 
-class FaceDataset(torch.utils.data.Dataset):
+class Labelled:
+    """What every face collection with ``ages`` and ``genders`` [N] (-1 unknown) answers alike."""
+
+    ages: torch.Tensor
+    genders: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ages)
+
+    @property
+    def has_gender(self) -> bool:
+        """True when at least one sample has a known gender."""
+        return bool((self.genders >= 0).any())
+
+
+class FaceDataset(Labelled, torch.utils.data.Dataset):
     """Faces with whole-year ages and optional genders and identities.
 
     images: uint8 [N, 3, H, W] tensor, or any object with ``__len__`` and
@@ -69,14 +84,6 @@ class FaceDataset(torch.utils.data.Dataset):
             lengths["identities"] = identities
         _checks.same_length(**lengths)
         self.images, self.ages, self.genders, self.identities = images, ages, genders, identities
-
-    def __len__(self) -> int:
-        return len(self.ages)
-
-    @property
-    def has_gender(self) -> bool:
-        """True when at least one sample has a known gender."""
-        return bool((self.genders >= 0).any())
 
     @property
     def image_size(self) -> int:

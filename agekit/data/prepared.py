@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from agekit import _checks
-from agekit.data.dataset import FaceDataset
+from agekit.data.dataset import FaceDataset, Labelled
 from agekit.data.formats import read_text
 from agekit.data.splits import SPLIT_NAMES
 from agekit.data.store import ImageStore
@@ -32,7 +32,7 @@ MANIFEST_COLUMNS = ("index", "path", "age", "gender", "identity", "split")
 
 
 @dataclass
-class PreparedData:
+class PreparedData(Labelled):
     """A prepared data set, aligned with the manifest rows.
 
     store: ImageStore, row i = manifest row i (uint8 [N, 3, S, S]); ages int64 [N];
@@ -48,14 +48,6 @@ class PreparedData:
     identities: list[str]
     split: torch.Tensor
     paths: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ages)
-
-    @property
-    def has_gender(self) -> bool:
-        """True when at least one image has a known gender."""
-        return bool((self.genders >= 0).any())
 
     @property
     def image_size(self) -> int:
