@@ -13,7 +13,13 @@ every one is importable from ``agekit.exercises``: ``exercises.metrics``
 network computes); ``exercises.base`` holds what they share.
 """
 
-from agekit.exercises.base import _close, _exercise, _generator, _passed  # noqa: F401  (shared by the checks)
+from agekit.exercises.base import (  # noqa: F401  (shared by the checks)
+    _close,
+    _exercise,
+    _generator,
+    _matches_agekit,
+    _over_trials,
+)
 from agekit.exercises.data import (  # noqa: F401  (the AgeDB cases: for the tests)
     _AGEDB_CASES,
     _AGEDB_MALFORMED,

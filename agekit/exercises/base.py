@@ -1,12 +1,14 @@
 """What every check shares.
 
-The wrapper that catches a student function returning None, the comparison
-with the reference, the success line and seeded generators.
+The wrapper that catches a student function returning None, the loop over
+seeded random trials with its success line, and the comparison with the
+reference.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -44,8 +46,32 @@ def _close(name: str, got, expected, atol: float = 1e-5, hint: str = "") -> None
         raise AssertionError(f"{name}: values differ from the reference (largest difference {worst:.4g}). {hint}")
 
 
-def _passed(what: str) -> None:
-    print(f"Correct: {what} matches agekit on random inputs.")
+def _over_trials(success: str, trials: int = 5, seed: int = 0) -> Callable:
+    """Make ``check(student, trials=trials)`` from the check of one trial, ``body(student, trial, g)``.
+
+    The check runs ``body`` for trial = 0 .. trials - 1, ``g`` a generator seeded ``seed + trial``
+    (the same inputs on every run), then prints ``success``; ``body`` raises AssertionError to
+    fail. The check has the body's name and docstring, and ``(student, trials=trials)`` as its
+    signature: students call ``check(their_function)``.
+    """
+
+    def decorate(body: Callable) -> Callable:
+        def check(student: Callable, trials: int = trials) -> None:
+            for trial in range(trials):
+                body(student, trial, _generator(seed + trial))
+            print(success)
+
+        signature = inspect.signature(check)
+        functools.update_wrapper(check, body)  # the body's name, docstring and source (the grader reads its imports)
+        check.__signature__ = signature  # ... but not the body's arguments
+        return _exercise(check)
+
+    return decorate
+
+
+def _matches_agekit(what: str) -> str:
+    """The success line of a check that compares with agekit's own function."""
+    return f"Correct: {what} matches agekit on random inputs."
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -6,27 +6,24 @@ from collections.abc import Callable
 
 import torch
 
-from agekit.exercises.base import _close, _exercise, _generator, _passed
+from agekit.exercises.base import _close, _matches_agekit, _over_trials
 
 
-@_exercise
-def check_leaked_identities(student: Callable, trials: int = 5) -> None:
+@_over_trials(_matches_agekit("your leakage count"))
+def check_leaked_identities(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (01): ``student(identities [N], split_codes [N]) -> int``, people found in more than one split."""
     from agekit.data import find_leakage
 
-    for trial in range(trials):
-        g = _generator(trial)
-        n_people = 20 + 10 * trial
-        identities = torch.randint(0, n_people, (5 * n_people,), generator=g)
-        codes = torch.randint(0, 3, (n_people,), generator=g)[identities]  # a clean split by person ...
-        moved = torch.rand(len(identities), generator=g) < 0.1
-        codes[moved] = torch.randint(0, 3, (int(moved.sum()),), generator=g)  # ... with some photos moved
-        _close(
-            "leaked identities", float(student(identities, codes)), float(len(find_leakage(identities, codes))),
-            hint="Count people (not photos) whose photos fall in two or three splits; "
-                 "a person in val and test leaks too.",
-        )
-    _passed("your leakage count")
+    n_people = 20 + 10 * trial
+    identities = torch.randint(0, n_people, (5 * n_people,), generator=g)
+    codes = torch.randint(0, 3, (n_people,), generator=g)[identities]  # a clean split by person ...
+    moved = torch.rand(len(identities), generator=g) < 0.1
+    codes[moved] = torch.randint(0, 3, (int(moved.sum()),), generator=g)  # ... with some photos moved
+    _close(
+        "leaked identities", float(student(identities, codes)), float(len(find_leakage(identities, codes))),
+        hint="Count people (not photos) whose photos fall in two or three splits; "
+             "a person in val and test leaks too.",
+    )
 
 
 _AGEDB_CASES = [  # (image id, name, age, gender letter) in AgeDB's layout {image_id}_{Name}_{age}_{m|f}.jpg

@@ -10,73 +10,61 @@ from collections.abc import Callable
 
 import torch
 
-from agekit.exercises.base import _close, _exercise, _generator, _passed
+from agekit.exercises.base import _close, _matches_agekit, _over_trials
 
 
-@_exercise
-def check_mae(student: Callable, trials: int = 5) -> None:
+@_over_trials(_matches_agekit("your MAE"))
+def check_mae(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (02): ``student(pred, true) -> float``, the mean absolute error (eq. 9)."""
     from agekit.metrics import mae
 
-    for trial in range(trials):
-        g = _generator(trial)
-        pred, true = torch.rand(50, generator=g) * 80, torch.randint(0, 80, (50,), generator=g)
-        _close("MAE", float(student(pred, true)), mae(pred, true), hint="Average |pred - true| over all samples.")
-    _passed("your MAE")
+    pred, true = torch.rand(50, generator=g) * 80, torch.randint(0, 80, (50,), generator=g)
+    _close("MAE", float(student(pred, true)), mae(pred, true), hint="Average |pred - true| over all samples.")
 
 
-@_exercise
-def check_cumulative_score(student: Callable, trials: int = 5) -> None:
+@_over_trials(_matches_agekit("your cumulative score"))
+def check_cumulative_score(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (02): ``student(pred, true, tolerance) -> percent`` (eq. 10)."""
     from agekit.metrics import cumulative_score
 
-    for trial in range(trials):
-        g = _generator(trial)
-        pred, true = torch.randint(0, 80, (60,), generator=g).float(), torch.randint(0, 80, (60,), generator=g)
-        pred[:5] = true[:5].float() + 5  # exactly on the tolerance: these count
-        _close(
-            "CS", float(student(pred, true, 5)), cumulative_score(pred, true, 5),
-            hint="Count errors <= tolerance (not <), and give a percentage.",
-        )
-    _passed("your cumulative score")
+    pred, true = torch.randint(0, 80, (60,), generator=g).float(), torch.randint(0, 80, (60,), generator=g)
+    pred[:5] = true[:5].float() + 5  # exactly on the tolerance: these count
+    _close(
+        "CS", float(student(pred, true, 5)), cumulative_score(pred, true, 5),
+        hint="Count errors <= tolerance (not <), and give a percentage.",
+    )
 
 
-@_exercise
-def check_share_in_range(student: Callable, trials: int = 5) -> None:
+@_over_trials(_matches_agekit("your share of ages in a range"))
+def check_share_in_range(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (00): ``student(ages [N], low, high) -> percent`` of ages with low <= age <= high."""
-    for trial in range(trials):
-        g = _generator(trial)
-        ages = torch.randint(0, 91, (200,), generator=g)
-        low = int(torch.randint(0, 60, (1,), generator=g))
-        high = low + int(torch.randint(1, 30, (1,), generator=g))
-        ages[:4], ages[4:8] = low, high  # on the edges of the range: these count
-        expected = ((ages >= low) & (ages <= high)).to(torch.float64).mean() * 100.0  # the key, written once here
-        _close(
-            "share", float(student(ages, low, high)), float(expected),
-            hint="Count ages with low <= age <= high (both ends included), divide by the number of ages, times 100.",
-        )
-    _passed("your share of ages in a range")
+    ages = torch.randint(0, 91, (200,), generator=g)
+    low = int(torch.randint(0, 60, (1,), generator=g))
+    high = low + int(torch.randint(1, 30, (1,), generator=g))
+    ages[:4], ages[4:8] = low, high  # on the edges of the range: these count
+    expected = ((ages >= low) & (ages <= high)).to(torch.float64).mean() * 100.0  # the key, written once here
+    _close(
+        "share", float(student(ages, low, high)), float(expected),
+        hint="Count ages with low <= age <= high (both ends included), divide by the number of ages, times 100.",
+    )
 
 
-@_exercise
-def check_confidence_score(student: Callable, trials: int = 5) -> None:
+@_over_trials(_matches_agekit("your confidence score"))
+def check_confidence_score(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (06): ``student(est_ages [N], position_ages [N], tolerance) -> percent`` (RAPL eq. 12)."""
     from agekit.metrics import confidence_score
 
-    for trial in range(trials):
-        g = _generator(trial)
-        n, tolerance = 10 + 17 * trial, [1, 2, 3, 5, 10][trial % 5]
-        position_ages = torch.randint(1, 91, (n,), generator=g)
-        est_ages = position_ages.float() + torch.randn(n, generator=g) * 2 * tolerance
-        est_ages[:3] = position_ages[:3].float() + tolerance  # exactly on the tolerance, above: these count
-        est_ages[3:6] = position_ages[3:6].float() - tolerance  # ... and below
-        _close(
-            "confidence score", float(student(est_ages, position_ages, tolerance)),
-            confidence_score(est_ages, position_ages, tolerance),
-            hint="Count the faces whose two estimates differ by at most t years in either direction "
-                 "(|a - a_p| <= t), divide by the number of faces (not always 10), times 100.",
-        )
-    _passed("your confidence score")
+    n, tolerance = 10 + 17 * trial, [1, 2, 3, 5, 10][trial % 5]
+    position_ages = torch.randint(1, 91, (n,), generator=g)
+    est_ages = position_ages.float() + torch.randn(n, generator=g) * 2 * tolerance
+    est_ages[:3] = position_ages[:3].float() + tolerance  # exactly on the tolerance, above: these count
+    est_ages[3:6] = position_ages[3:6].float() - tolerance  # ... and below
+    _close(
+        "confidence score", float(student(est_ages, position_ages, tolerance)),
+        confidence_score(est_ages, position_ages, tolerance),
+        hint="Count the faces whose two estimates differ by at most t years in either direction "
+             "(|a - a_p| <= t), divide by the number of faces (not always 10), times 100.",
+    )
 
 
 def _seed_scores(g: torch.Generator, n: int) -> tuple[list[float], list[float]]:
@@ -95,8 +83,8 @@ def _pair_of_floats(name: str, got) -> tuple[float, float]:
     return first, second
 
 
-@_exercise
-def check_mean_std(student: Callable, trials: int = 5) -> None:
+@_over_trials("Correct: your mean and sample standard deviation match Python's statistics module.")
+def check_mean_std(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (09): ``student(values) -> (mean, std)`` of one method's scores over seeds (a list of floats).
 
     std is the sample standard deviation (divide by n - 1), compared with Python's
@@ -104,20 +92,18 @@ def check_mean_std(student: Callable, trials: int = 5) -> None:
     """
     import statistics
 
-    for trial in range(trials):
-        values, _ = _seed_scores(_generator(trial), 2 + trial)
-        mean, std = _pair_of_floats("mean_std", student(list(values)))
-        _close("mean", mean, statistics.mean(values), hint="The mean is the sum divided by the number of seeds.")
-        _close(
-            "std", std, statistics.stdev(values),
-            hint="Use the sample standard deviation: divide the squared deviations by n - 1, not n "
-                 "(numpy's np.std needs ddof=1; torch's Tensor.std already divides by n - 1).",
-        )
-    print("Correct: your mean and sample standard deviation match Python's statistics module.")
+    values, _ = _seed_scores(g, 2 + trial)
+    mean, std = _pair_of_floats("mean_std", student(list(values)))
+    _close("mean", mean, statistics.mean(values), hint="The mean is the sum divided by the number of seeds.")
+    _close(
+        "std", std, statistics.stdev(values),
+        hint="Use the sample standard deviation: divide the squared deviations by n - 1, not n "
+             "(numpy's np.std needs ddof=1; torch's Tensor.std already divides by n - 1).",
+    )
 
 
-@_exercise
-def check_paired_difference(student: Callable, trials: int = 5) -> None:
+@_over_trials("Correct: your paired differences match Python's statistics module.", seed=100)
+def check_paired_difference(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (09): ``student(a, b) -> (mean, std)`` of the per-seed differences ``a[i] - b[i]``.
 
     a and b are two methods' scores over the same seeds (lists of floats); compared with
@@ -125,15 +111,13 @@ def check_paired_difference(student: Callable, trials: int = 5) -> None:
     """
     import statistics
 
-    for trial in range(trials):
-        a, b = _seed_scores(_generator(100 + trial), 3 + trial)
-        differences = [x - y for x, y in zip(a, b)]
-        mean, std = _pair_of_floats("paired_difference", student(list(a), list(b)))
-        _close("mean difference", mean, statistics.mean(differences),
-               hint="Subtract per seed, a[i] - b[i] (in that order), then average.")
-        _close(
-            "std of the differences", std, statistics.stdev(differences),
-            hint="Pair the seeds: take the sample std (n - 1) of the per-seed differences a[i] - b[i], not a "
-                 "combination of the two methods' own stds; the shared seed effect cancels in the differences.",
-        )
-    print("Correct: your paired differences match Python's statistics module.")
+    a, b = _seed_scores(g, 3 + trial)
+    differences = [x - y for x, y in zip(a, b)]
+    mean, std = _pair_of_floats("paired_difference", student(list(a), list(b)))
+    _close("mean difference", mean, statistics.mean(differences),
+           hint="Subtract per seed, a[i] - b[i] (in that order), then average.")
+    _close(
+        "std of the differences", std, statistics.stdev(differences),
+        hint="Pair the seeds: take the sample std (n - 1) of the per-seed differences a[i] - b[i], not a "
+             "combination of the two methods' own stds; the shared seed effect cancels in the differences.",
+    )

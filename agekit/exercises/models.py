@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from agekit.exercises.base import _close, _exercise, _generator
+from agekit.exercises.base import _close, _exercise, _over_trials
 
 
 @_exercise
@@ -56,8 +56,8 @@ def check_bottleneck_parameters(student: Callable) -> None:
     print("Correct: your parameter count matches agekit's BottleneckIR for every width.")
 
 
-@_exercise
-def check_pca(student: Callable, trials: int = 4) -> None:
+@_over_trials("Correct: your PCA matches scikit-learn's projection (up to the sign of each component).", trials=4)
+def check_pca(student: Callable, trial: int, g: torch.Generator) -> None:
     """Exercise (08): ``student(x [n, d], n_components) -> projection [n, n_components]`` (PCA).
 
     Compared with scikit-learn's ``PCA(n_components).fit_transform(x)``. The sign of a
@@ -65,26 +65,23 @@ def check_pca(student: Callable, trials: int = 4) -> None:
     """
     from sklearn.decomposition import PCA
 
-    for trial in range(trials):
-        g = _generator(trial)
-        n, d, k = 40 + 10 * trial, 5 + trial, 2 + trial % 2
-        rotation = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
-        spread = torch.linspace(4.0, 0.5, d, dtype=torch.float64)  # distinct variances: one answer up to sign
-        offset = 5.0 + torch.randn(d, generator=g, dtype=torch.float64)  # far from the origin
-        x = (torch.randn(n, d, generator=g, dtype=torch.float64) * spread) @ rotation.T + offset
-        expected = torch.as_tensor(PCA(n_components=k, svd_solver="full").fit_transform(x.numpy()))
-        got = torch.as_tensor(student(x.clone(), k)).detach().cpu().double()
-        if got.shape != expected.shape:
-            raise AssertionError(
-                f"projection: expected shape {tuple(expected.shape)} (one row per point, one column per "
-                f"component), got {tuple(got.shape)}. Multiply the centred data by the first "
-                f"{k} right singular vectors: x_c @ Vh[:{k}].T."
-            )
-        signs = torch.where((got * expected).sum(0) < 0, -1.0, 1.0).to(torch.float64)
-        _close(
-            "projection", got * signs, expected, atol=1e-4,
-            hint="Centre each column first (subtract the mean), take torch.linalg.svd(x_c, full_matrices=False), "
-                 "and project onto the rows of Vh with the largest singular values: "
-                 "x_c @ Vh[:k].T (= U[:, :k] * S[:k]).",
+    n, d, k = 40 + 10 * trial, 5 + trial, 2 + trial % 2
+    rotation = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+    spread = torch.linspace(4.0, 0.5, d, dtype=torch.float64)  # distinct variances: one answer up to sign
+    offset = 5.0 + torch.randn(d, generator=g, dtype=torch.float64)  # far from the origin
+    x = (torch.randn(n, d, generator=g, dtype=torch.float64) * spread) @ rotation.T + offset
+    expected = torch.as_tensor(PCA(n_components=k, svd_solver="full").fit_transform(x.numpy()))
+    got = torch.as_tensor(student(x.clone(), k)).detach().cpu().double()
+    if got.shape != expected.shape:
+        raise AssertionError(
+            f"projection: expected shape {tuple(expected.shape)} (one row per point, one column per "
+            f"component), got {tuple(got.shape)}. Multiply the centred data by the first "
+            f"{k} right singular vectors: x_c @ Vh[:{k}].T."
         )
-    print("Correct: your PCA matches scikit-learn's projection (up to the sign of each component).")
+    signs = torch.where((got * expected).sum(0) < 0, -1.0, 1.0).to(torch.float64)
+    _close(
+        "projection", got * signs, expected, atol=1e-4,
+        hint="Centre each column first (subtract the mean), take torch.linalg.svd(x_c, full_matrices=False), "
+             "and project onto the rows of Vh with the largest singular values: "
+             "x_c @ Vh[:k].T (= U[:, :k] * S[:k]).",
+    )
