@@ -55,7 +55,8 @@ from agekit.data.augment import BatchAugment, augmentation
 from agekit.data.dataset import FaceDataset, to_float
 from agekit.data.labels import AgeLabels
 from agekit.data.splits import identity_split, split_indices
-from agekit.device import amp_dtype, autocast, describe, grad_scaler, resolve_device
+from agekit.device import (amp_dtype, autocast, configure_threads, describe, evaluation, grad_scaler, prepare_model,
+                           resolve_device, use_channels_last)
 from agekit.metrics import confidence_score, summarize
 from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
 from agekit.normalization import normalize_as
@@ -237,7 +238,7 @@ def run_outputs(outputs_fn, model: nn.Module, dataset: FaceDataset, batch_size: 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with evaluation():
             for batch in _prefetch(batches, enabled=pin):
                 images = batch.images.to(device, non_blocking=pin)
                 with autocast(device, dtype):
@@ -406,6 +407,7 @@ class Trainer:
                  verbose: bool | None = None):
         config = copy.deepcopy(config).validate()
         self.info, self.device = distributed.setup(config.train.device)
+        configure_threads()
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress and self.info.is_main
         self.verbose = (progress if verbose is None else verbose) and self.info.is_main
@@ -426,7 +428,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.dtype = amp_dtype(self.device, t.amp)
         self.scaler = grad_scaler(self.device, self.dtype)
-        self.channels_last = t.channels_last and self.device.type == "cuda"
+        self.channels_last = use_channels_last(self.device, t.channels_last)
         self.method = make_method(self.config, self.data.age_labels, self.device)
 
         self.normalization = DEFAULT_NORMALIZATION  # set from the weights' source by _build_model
@@ -462,9 +464,7 @@ class Trainer:
         self.normalization = chosen if chosen != "auto" else source.normalization if source else DEFAULT_NORMALIZATION
         if source is not None and chosen == "auto":
             self.notes.append(f"Input normalization: {self.normalization} (that of {source.source} weights).")
-        model = model.to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = prepare_model(model, self.device, self.channels_last)
         if not self.info.enabled:
             return model, model
         from torch.nn.parallel import DistributedDataParallel
@@ -853,7 +853,8 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
                       stacklevel=2)
         test_metrics = None
     normalization = state.get("normalization", DEFAULT_NORMALIZATION)  # absent before it was recorded
-    return TrainResult(model.to(device).eval(), method, config, labels, history, test_metrics,
+    model = prepare_model(model, device, use_channels_last(device, config.train.channels_last))
+    return TrainResult(model.eval(), method, config, labels, history, test_metrics,
                        best, Path(path).parent, data, list(state.get("notes", [])), normalization)
 
 
@@ -919,8 +920,9 @@ def predict(model_or_result, dataset: FaceDataset, batch_size: int | None = None
         model, method = result.model, result.method
         device = next(model.parameters()).device if device is None else resolve_device(device)
         batch_size = batch_size or result.config.train.eval_batch_size
-        out = run_outputs(method.outputs, model.to(device), dataset, batch_size, device,
-                          result.config.data.image_size, amp_dtype(device, result.config.train.amp),
+        channels_last = use_channels_last(device, result.config.train.channels_last)  # the layout of training
+        out = run_outputs(method.outputs, prepare_model(model, device, channels_last), dataset, batch_size, device,
+                          result.config.data.image_size, amp_dtype(device, result.config.train.amp), channels_last,
                           normalization=result.normalization)
         return {name: value.cpu() for name, value in method.finish(out).items()}
     model = model_or_result
