@@ -111,3 +111,14 @@ def test_trainer_uses_channels_last_on_the_cpu_unless_switched_off(threads):
     plain = Trainer(config, progress=False)
     conv = next(m for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert not plain.channels_last and not conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_full_mode_lesson_applies_the_rule_and_says_the_count(threads, capsys):
+    from agekit import lesson
+
+    threads.setenv("AGEKIT_THREADS", "1")
+    threads.delenv("AGEKIT_FAST", raising=False)
+    namespace = {"__annotations__": {"fast": bool, "seed": int}, "fast": False, "seed": 0,
+                 "In": ["", "fast: bool = False  # ...\nseed: int = 0  # ...\n"]}
+    lesson.parameters(namespace)
+    assert torch.get_num_threads() == 1 and "1 CPU thread(s)" in capsys.readouterr().out
