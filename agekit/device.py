@@ -94,7 +94,8 @@ def describe(device: torch.device, dtype: torch.dtype | None) -> str:
 # is faster on 2 threads than on 1; beyond the cores it may run on, threads only wait on each other.
 MAX_DEFAULT_THREADS = 2
 THREAD_VARIABLES = ("AGEKIT_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the first one set wins
-_threads = {"at_import": torch.get_num_threads(), "set": None, "program": False}
+# torch's own default count (its inter-op pool has the same default and programs rarely change it)
+_threads = {"torch_default": torch.get_num_interop_threads(), "set": None, "program": False}
 
 
 def usable_cores() -> int:
@@ -131,8 +132,8 @@ def configure_threads(threads: int | None = None) -> int:
 
     In order: ``threads`` when given; else ``$AGEKIT_THREADS``, ``$OMP_NUM_THREADS`` or
     ``$MKL_NUM_THREADS`` when set (torch read the last two at start-up); else a count the
-    program set itself with ``torch.set_num_threads`` since agekit was imported, or since
-    this function last set one; else :func:`default_threads`. Never more than
+    program set itself with ``torch.set_num_threads`` (one that differs from torch's own
+    default, or from the count this function last set); else :func:`default_threads`. Never more than
     :func:`usable_cores` unless asked explicitly. Training, the lessons and the command line
     call it; it is cheap to call again.
     Taught in ``notebooks/06_rapl_training.ipynb``.
@@ -144,7 +145,7 @@ def configure_threads(threads: int | None = None) -> int:
     else:
         chosen = _threads_from_environment()
         current = torch.get_num_threads()
-        if chosen is None and (_threads["program"] or current != (_threads["set"] or _threads["at_import"])):
+        if chosen is None and (_threads["program"] or current != (_threads["set"] or _threads["torch_default"])):
             chosen = current  # the program called torch.set_num_threads itself: its count stays
             _threads["program"] = True
         if chosen is None:

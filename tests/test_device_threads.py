@@ -18,7 +18,7 @@ def threads(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setitem(dev._threads, "set", None)
     monkeypatch.setitem(dev._threads, "program", False)
-    monkeypatch.setitem(dev._threads, "at_import", before)
+    monkeypatch.setitem(dev._threads, "torch_default", before)
     yield monkeypatch
     torch.set_num_threads(before)
     dev._threads.update(memory)
@@ -48,6 +48,12 @@ def test_a_count_the_program_set_itself_is_kept(threads):
     torch.set_num_threads(1)  # the program's own choice, after the rule ran
     assert dev.configure_threads() == 1 and torch.get_num_threads() == 1
     assert dev.configure_threads() == 1  # and stays on later calls
+
+
+def test_a_count_set_before_agekit_was_imported_is_kept(threads):
+    threads.setitem(dev._threads, "torch_default", 2)  # what torch chose at start-up
+    torch.set_num_threads(1)  # the program's choice, made before agekit looked
+    assert dev.configure_threads() == 1 and torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1"])
