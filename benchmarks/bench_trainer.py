@@ -194,6 +194,10 @@ def bench_runs(config, data, repeats: int) -> tuple[str, list[float]]:
     times = {"bare loop": [], "trainer": []}
     maes = {"bare loop": [], "trainer": []}
     with tempfile.TemporaryDirectory() as folder:
+        warm = apply_overrides(config, {"train.epochs": 1, "optim.milestones": []})  # first-call costs of both
+        train(warm, data=data, progress=False)
+        (Path(folder) / "warm").mkdir()
+        bare_run(warm, data, Path(folder) / "warm")
         for repeat in range(repeats):
             for name in (("trainer", "bare loop") if repeat % 2 == 0 else ("bare loop", "trainer")):
                 out = Path(folder) / f"{name.replace(' ', '_')}{repeat}"
