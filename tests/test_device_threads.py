@@ -128,3 +128,18 @@ def test_a_full_mode_lesson_applies_the_rule_and_says_the_count(threads, capsys)
                  "In": ["", "fast: bool = False  # ...\nseed: int = 0  # ...\n"]}
     lesson.parameters(namespace)
     assert torch.get_num_threads() == 1 and "1 CPU thread(s)" in capsys.readouterr().out
+
+
+def test_loading_a_checkpoint_applies_the_rule_and_keeps_the_layout(threads, tmp_path):
+    from agekit.data.labels import AgeLabels
+    from agekit.training import load_trained
+    from agekit.training.trainer import save_model_checkpoint
+    from agekit.training.methods import make_method
+
+    config = preset("smoke", "rapl")
+    model = make_method(config, AgeLabels.from_ages(torch.arange(10, 60)), torch.device("cpu")).build_model()
+    path = save_model_checkpoint(model, tmp_path / "model.pt", config, "symmetric")
+    threads.setenv("AGEKIT_THREADS", "1")
+    loaded = load_trained(path, device="cpu")
+    conv = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.get_num_threads() == 1 and conv.weight.is_contiguous(memory_format=torch.channels_last)

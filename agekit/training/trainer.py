@@ -828,6 +828,7 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
 
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
+    configure_threads()
     state = load_checkpoint(path)
     for key in ("config", "age_labels", "model", "method", "eval_state"):
         if key not in state:
