@@ -253,11 +253,11 @@ def plot_scale(faces, seconds, path: Path) -> None:
 
     slope = sum(f * s for f, s in zip(faces, seconds)) / sum(f * f for f in faces)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(faces, seconds, "o", label="trainer, one epoch (train + validation + checkpoints off)")
+    ax.plot(faces, seconds, "o", label="trainer, one epoch (training + validation, min over repeats)")
     ax.plot([0, max(faces)], [0, slope * max(faces)], "--", label=f"linear: {1000 * slope:.2f} ms per face")
     ax.set_xlabel("training faces")
     ax.set_ylabel("seconds per epoch")
-    ax.set_title("cpu preset: an epoch's time grows linearly with the data")
+    ax.set_title("cpu preset: time per epoch against the training faces")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
