@@ -130,24 +130,25 @@ def default_threads() -> int:
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads by the kit's one rule, and return the count in use.
 
-    In order: ``threads`` when given; else ``$AGEKIT_THREADS``, ``$OMP_NUM_THREADS`` or
-    ``$MKL_NUM_THREADS`` when set (torch read the last two at start-up); else a count the
-    program set itself with ``torch.set_num_threads`` (one that differs from torch's own
-    default, or from the count this function last set); else :func:`default_threads`. Never more than
+    In order: ``threads`` when given (later calls without one keep it); else a count the
+    program set itself with ``torch.set_num_threads`` (one that differs from the count this
+    function last set); else ``$AGEKIT_THREADS``, ``$OMP_NUM_THREADS`` or ``$MKL_NUM_THREADS``
+    when set (torch read the last two at start-up); else a count that differs from torch's
+    own default (set before agekit looked); else :func:`default_threads`. Never more than
     :func:`usable_cores` unless asked explicitly. Training, the lessons and the command line
     call it; it is cheap to call again.
-    Taught in ``notebooks/06_rapl_training.ipynb``.
     """
+    current = torch.get_num_threads()
     if threads is not None:
         if int(threads) < 1:
             raise ValueError(f"threads must be at least 1, got {threads!r}.")
-        chosen = int(threads)
+        chosen, _threads["program"] = int(threads), True  # later calls without a count keep it
+    elif _threads["program"] or (_threads["set"] is not None and current != _threads["set"]):
+        chosen, _threads["program"] = current, True  # the program chose (torch.set_num_threads): it stays
     else:
         chosen = _threads_from_environment()
-        current = torch.get_num_threads()
-        if chosen is None and (_threads["program"] or current != (_threads["set"] or _threads["torch_default"])):
-            chosen = current  # the program called torch.set_num_threads itself: its count stays
-            _threads["program"] = True
+        if chosen is None and current != _threads["torch_default"]:
+            chosen, _threads["program"] = current, True  # set before agekit was imported
         if chosen is None:
             chosen = default_threads()
     if torch.get_num_threads() != chosen:

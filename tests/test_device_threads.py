@@ -36,8 +36,12 @@ def test_default_is_the_usable_cores_at_most_two(threads):
 def test_an_explicit_choice_wins(threads):
     threads.setattr(dev.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert dev.configure_threads(3) == 3 and torch.get_num_threads() == 3  # asked for: even above the cores
+    assert dev.configure_threads() == 3  # and kept by the trainer's later call without a count
+    dev._threads.update(program=False, set=None)  # a fresh process with variables set
     threads.setenv("OMP_NUM_THREADS", "2")
     assert dev.configure_threads() == 2 and torch.get_num_threads() == 2
+    assert dev.configure_threads() == 2  # and again
+    dev._threads.update(program=False, set=None)
     threads.setenv("AGEKIT_THREADS", "1")  # agekit's own variable comes before OpenMP's
     assert dev.configure_threads() == 1
 
