@@ -145,7 +145,7 @@ class TrainConfig:
     seed: int = 0  # model init, shuffling, augmentation
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA (bfloat16, else float16)
-    channels_last: bool = True  # memory layout on CUDA
+    channels_last: bool = True  # channels-last memory layout on CUDA and the CPU
     stop_after: int = 0  # end this run after so many epochs (0 = run to the end); resume later
 
 

@@ -187,8 +187,10 @@ def parameters(namespace: Mapping, choices: Mapping[str, Sequence] | None = None
     else:
         import torch
 
+        from agekit.device import configure_threads
+
         print("full mode: every result the text states is checked in code beside it (a cell fails if one does "
-              f"not hold); torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s).")
+              f"not hold); torch {torch.__version__}, {configure_threads()} CPU thread(s).")
         if _state["changed"]:
             print(f"Parameters changed from the lesson's defaults ({', '.join(_state['changed'])}): the text describes "
                   "the default run, so its claims are reported below, not enforced.")

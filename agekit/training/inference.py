@@ -24,7 +24,8 @@ from agekit.config import EVAL_BATCH_SIZE, KNN_K, Config
 from agekit.data.augment import BatchAugment
 from agekit.data.dataset import FaceDataset, to_float
 from agekit.data.labels import AgeLabels
-from agekit.device import amp_dtype, autocast, resolve_device
+from agekit.device import amp_dtype, autocast, prepare_model, resolve_device, use_channels_last
+from agekit.device import evaluation as no_autograd
 from agekit.metrics import confidence_score, summarize
 from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
 from agekit.normalization import normalize_as
@@ -75,10 +76,7 @@ def prefetch(items, enabled: bool, depth: int = 2):
         yield item
 
 
-def place_model(model: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
-    """The model on ``device`` (in the channels-last memory layout when asked)."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+place_model = prepare_model  # the model on its device, channels-last when asked (agekit.device)
 
 
 def device_batches(dataset: FaceDataset, indices, device: torch.device):
@@ -94,11 +92,11 @@ def device_batches(dataset: FaceDataset, indices, device: torch.device):
 
 @contextlib.contextmanager
 def evaluation(model: nn.Module):
-    """Eval mode without gradients for the block; the model's training mode is restored after."""
+    """Eval mode under ``torch.inference_mode`` for the block; the model's training mode is restored after."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with no_autograd():
             yield model
     finally:
         model.train(was_training)
@@ -195,14 +193,15 @@ def predict(model_or_result, dataset: FaceDataset, batch_size: int | None = None
         outputs_fn, finish = result.method.outputs, result.method.finish
         batch_size = batch_size or config.train.eval_batch_size
         image_size, normalization = config.data.image_size, result.normalization
-        amp = config.train.amp
+        amp, channels_last = config.train.amp, config.train.channels_last  # the layout it was trained in
     else:
         model = model_or_result
         if not isinstance(model, nn.Module):
             raise TypeError(f"predict needs a TrainResult or a model, got {type(model).__name__}.")
         outputs_fn, finish = bare_model_predictor(model, references, gallery, k)
-        batch_size, amp = batch_size or EVAL_BATCH_SIZE, False
+        batch_size, amp, channels_last = batch_size or EVAL_BATCH_SIZE, False, False
     device = next(model.parameters()).device if device is None else resolve_device(device)
-    out = run_outputs(outputs_fn, place_model(model, device), dataset, batch_size, device, image_size,
-                      amp_dtype(device, amp), normalization=normalization)
+    channels_last = use_channels_last(device, channels_last)
+    out = run_outputs(outputs_fn, prepare_model(model, device, channels_last), dataset, batch_size, device, image_size,
+                      amp_dtype(device, amp), channels_last, normalization=normalization)
     return {name: value.cpu() for name, value in finish(out).items()}

@@ -28,7 +28,7 @@ from torch import nn
 from agekit._io import atomic_write_text
 from agekit.config import Config, config_from_dict, config_to_dict
 from agekit.data.labels import AgeLabels
-from agekit.device import resolve_device
+from agekit.device import configure_threads, prepare_model, resolve_device, use_channels_last
 from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
 from agekit.training.checkpoint import (
     CheckpointError,
@@ -260,6 +260,7 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
 
     Taught in ``notebooks/06_rapl_training.ipynb``.
     """
+    configure_threads()
     state = load_checkpoint(path)
     for key in ("config", "age_labels", "model", "method", "eval_state"):
         if key not in state:
@@ -285,7 +286,8 @@ def load_trained(path, device="auto", data: DataSplits | None = None) -> TrainRe
                       stacklevel=2)
         test_metrics = None
     normalization = state.get("normalization", DEFAULT_NORMALIZATION)  # absent before it was recorded
-    return TrainResult(model.to(device).eval(), method, config, labels, history, test_metrics,
+    model = prepare_model(model, device, use_channels_last(device, config.train.channels_last))
+    return TrainResult(model.eval(), method, config, labels, history, test_metrics,
                        best, Path(path).parent, data, list(state.get("notes", [])), normalization)
 
 

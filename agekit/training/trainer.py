@@ -47,7 +47,7 @@ from agekit._io import folder_lock, remove_stale_temps
 from agekit.config import Config, OptimConfig, config_to_dict, save_config
 from agekit.data.augment import augmentation
 from agekit.data.dataset import FaceDataset
-from agekit.device import amp_dtype, autocast, describe, grad_scaler
+from agekit.device import amp_dtype, autocast, configure_threads, describe, grad_scaler, use_channels_last
 from agekit.normalization import DEFAULT as DEFAULT_NORMALIZATION
 from agekit.training import distributed
 from agekit.training.checkpoint import CheckpointError, load_checkpoint  # noqa: F401 (re-exported)
@@ -138,6 +138,7 @@ class Trainer:
 
     def _start_processes(self, config: Config, out_dir, progress: bool, verbose: bool | None) -> None:
         self.info, self.device = distributed.setup(config.train.device)
+        configure_threads()
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress and self.info.is_main
         self.verbose = (progress if verbose is None else verbose) and self.info.is_main
@@ -160,7 +161,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.dtype = amp_dtype(self.device, self.config.train.amp)
         self.scaler = grad_scaler(self.device, self.dtype)
-        self.channels_last = self.config.train.channels_last and self.device.type == "cuda"
+        self.channels_last = use_channels_last(self.device, self.config.train.channels_last)
 
     def _build_model(self, seed: int) -> tuple[nn.Module, nn.Module]:
         torch.manual_seed(seed)  # the model's initial weights
