@@ -111,13 +111,13 @@ def test_presets_resolve_one_way(monkeypatch):
 
 
 def test_with_epochs_moves_the_learning_rate_drops_to_the_same_places():
-    cpu = preset("cpu")  # 15 epochs, drops after 10 and 13
-    assert with_epochs(cpu, 5).optim.milestones == [3, 4]            # round(10/3), round(13/3)
-    assert with_epochs(cpu, 30).optim.milestones == [20, 26]
-    assert with_epochs(cpu, 2).optim.milestones == [1]               # round(4/3) = round(26/15) = 1, both < 2
+    cpu = preset("cpu")  # 8 epochs, drops after 5 and 7
+    assert with_epochs(cpu, 5).optim.milestones == [3, 4]            # round(25/8), round(35/8)
+    assert with_epochs(cpu, 30).optim.milestones == [19, 26]         # round(150/8), round(210/8)
+    assert with_epochs(cpu, 2).optim.milestones == [1]               # round(10/8) = 1; round(14/8) = 2 is not < 2
     assert with_epochs(cpu, 1).optim.milestones == []                 # no drop before the only epoch ends
-    assert with_epochs(cpu, 15).optim.milestones == cpu.optim.milestones
-    assert cpu.train.epochs == 15, "the preset itself is left alone"
+    assert with_epochs(cpu, 8).optim.milestones == cpu.optim.milestones
+    assert cpu.train.epochs == 8, "the preset itself is left alone"
 
 
 def test_settings_follow_the_parameters(monkeypatch):
@@ -146,7 +146,7 @@ def test_run_names_come_from_the_settings(tmp_path):
     assert lesson.run_name(evr) == "rapl_EVR_cpu_seed0"
     # Another lesson asking for the same run by another route gets the same folder ...
     same = lesson.settings(SimpleNamespace(fast=False, seed=0, device="auto"), "rapl",
-                           {"rapl.variant": "EVR", "optim.milestones": [10, 13], "train.eval_batch_size": 64})
+                           {"rapl.variant": "EVR", "optim.milestones": [5, 7], "train.eval_batch_size": 64})
     assert lesson.run_name(same) == lesson.run_name(evr)
     # ... and every setting that changes what is learnt changes the name.
     short = lesson.settings(SimpleNamespace(fast=False, seed=1, device="cpu", epochs=5), "rapl",
