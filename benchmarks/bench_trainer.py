@@ -151,7 +151,7 @@ def bare_run(config, data, out_dir: Path) -> float:
     size, batch_size, train_set = config.data.image_size, config.train.batch_size, data.train
     layout = config.train.channels_last
 
-    def predict(dataset):
+    def outputs(dataset):
         model.eval()
         parts = []
         with evaluation():
@@ -159,7 +159,13 @@ def bare_run(config, data, out_dir: Path) -> float:
                 batch = dataset.batch(torch.arange(start, min(start + config.train.eval_batch_size, len(dataset))))
                 parts.append(method.outputs(model, prepare_images(batch.images, size, channels_last=layout)))
         model.train()
-        return method.finish({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def predict(dataset):
+        return method.finish(outputs(dataset))
+
+    def training_outputs():  # what the method may predict from (Siamese: its kNN gallery)
+        return outputs(train_set), train_set.ages, train_set.genders
 
     best, best_state = float("inf"), None
     for epoch in range(config.train.epochs):
@@ -176,7 +182,7 @@ def bare_run(config, data, out_dir: Path) -> float:
             total.backward()
             optimizer.step()
             method.after_batch(output, batch.ages)
-        method.begin_validation()
+        method.prepare_evaluation(training_outputs, True)
         val_mae = summarize(predict(data.val)["age"], data.val.ages)["mae"]
         method.end_epoch(val_mae, lambda x: x)
         scheduler.step()
@@ -187,6 +193,7 @@ def bare_run(config, data, out_dir: Path) -> float:
                         "method": method.state_dict()}, out_dir / "best.pt")
     model.load_state_dict(best_state["model"])
     method.load_eval_state(best_state["eval"])
+    method.prepare_evaluation(training_outputs, False)
     return summarize(predict(data.test)["age"], data.test.ages)["mae"]
 
 
