@@ -305,9 +305,13 @@ def test_ctrl_c_stops_promptly_cleans_up_and_keeps_the_previous_result(tmp_path)
     make_agedb(root)
     run("agedb", root, out)
     before = folder_bytes(out)
-    photo = write_jpeg(tmp_path / "photo.jpg", (500, 500), seed=7)
-    for k in range(2000):  # enough decoding (hard links are cheap to make) that Ctrl-C lands in the middle of it
-        os.link(photo, root / f"{1000 + k}_Many{k % 40}_{20 + k % 50}_m.jpg")
+    # Enough decoding that Ctrl-C lands in the middle of it: large photos that compress to little,
+    # each with its own bytes after the end-of-image marker (decoders ignore them), so that none is
+    # skipped as a duplicate of another.
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 3000), (120, 90, 60)).save(buffer, format="JPEG", quality=90)
+    for k in range(120):
+        (root / f"{1000 + k}_Many{k % 40}_{20 + k % 50}_m.jpg").write_bytes(buffer.getvalue() + f"photo {k}".encode())
     os.mkfifo(root / "00_Fifo_30_m.jpg")  # sorts first: a worker that opened it would block forever
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--format", "agedb", "--root", str(root), "--out", str(out), "--size", "64",

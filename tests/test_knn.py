@@ -253,15 +253,16 @@ def plain(query, gallery, k, monkeypatch):
 def test_the_fast_search_gives_the_plain_answer_bit_for_bit(kind, monkeypatch):
     import agekit.knn as knn
 
+    monkeypatch.setattr(knn, "FAISS_MIN_WORK", 0)  # small searches take the fast path too
     gen = torch.Generator().manual_seed(3)
     if kind == "continuous":
-        query, gallery = torch.randn(200, 16, generator=gen), torch.randn(60_000, 16, generator=gen)
+        query, gallery = torch.randn(200, 16, generator=gen), torch.randn(6_000, 16, generator=gen)
     elif kind == "near ties":  # distances a few ulps apart: the noise reorders them
-        base = torch.randint(0, 4, (60_000, 16), generator=gen).float()
-        gallery = base + 1e-6 * torch.rand(60_000, 16, generator=gen)
+        base = torch.randint(0, 4, (6_000, 16), generator=gen).float()
+        gallery = base + 1e-6 * torch.rand(6_000, 16, generator=gen)
         query = torch.randint(0, 4, (200, 16), generator=gen).float()
     else:  # integer embeddings: many gallery rows tie at the k-th place
-        gallery = torch.randint(0, 3, (60_000, 6), generator=gen).float()
+        gallery = torch.randint(0, 3, (6_000, 6), generator=gen).float()
         query = torch.randint(0, 3, (200, 6), generator=gen).float()
     expected = plain(query, gallery, 20, monkeypatch)
     fake = NoisyFaiss()
@@ -280,7 +281,8 @@ def test_small_searches_and_float64_keep_the_plain_path(monkeypatch):
     fake = NoisyFaiss()
     monkeypatch.setattr(knn, "_faiss", lambda: fake)
     knn_neighbours(torch.randn(10, 4), torch.randn(1000, 4), 5)  # 10,000 pairs: below FAISS_MIN_WORK
-    knn_neighbours(torch.randn(200, 4, dtype=torch.float64), torch.randn(60_000, 4, dtype=torch.float64), 5)
+    monkeypatch.setattr(knn, "FAISS_MIN_WORK", 0)  # float64 keeps the plain path at any size
+    knn_neighbours(torch.randn(20, 4, dtype=torch.float64), torch.randn(600, 4, dtype=torch.float64), 5)
     assert fake.searched == 0
 
 
@@ -291,7 +293,8 @@ def test_real_faiss_gives_the_plain_answer(monkeypatch):
 
     assert knn._faiss() is faiss
     gen = torch.Generator().manual_seed(5)
-    query, gallery = torch.randn(300, 70, generator=gen), torch.randn(40_000, 70, generator=gen)
+    monkeypatch.setattr(knn, "FAISS_MIN_WORK", 0)
+    query, gallery = torch.randn(300, 70, generator=gen), torch.randn(5_000, 70, generator=gen)
     expected = plain(query, gallery, 20, monkeypatch)
     got = knn_neighbours(query, gallery, 20)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])

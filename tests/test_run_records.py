@@ -86,6 +86,13 @@ def test_the_test_line_uses_the_names_and_units_of_the_epoch_lines(tmp_path, cap
     assert "agekit eval --checkpoint" in lines[-1] and "agekit predict --checkpoint" in lines[-1]
 
 
+def test_next_steps_show_paths_under_the_working_folder_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a notebook's log must not hold the machine's absolute paths
+    text = next_steps(tmp_path / "run" / "best.pt", str(tmp_path / "data" / "manifest.csv"))
+    assert str(tmp_path) not in text
+    assert "--checkpoint run/best.pt --data data/manifest.csv" in text
+
+
 def test_next_steps_name_the_checkpoint_and_the_data(tmp_path):
     text = next_steps(tmp_path / "best.pt", "faces/manifest.csv")
     assert "agekit eval --checkpoint" in text and "best.pt --data faces/manifest.csv" in text

@@ -210,7 +210,7 @@ def write_metrics(out_dir: Path, report: dict) -> None:
 
 def next_steps(checkpoint: Path, manifest: str = "") -> str:
     """The commands that evaluate and use the model of a finished run."""
-    data = f" --data {manifest}" if manifest else ""
+    data = f" --data {shown(Path(manifest))}" if manifest else ""
     where = shown(checkpoint)
     return f"Next: agekit eval --checkpoint {where}{data}   |   agekit predict --checkpoint {where} FACE.png"
 
