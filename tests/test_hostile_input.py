@@ -305,12 +305,13 @@ def test_ctrl_c_stops_promptly_cleans_up_and_keeps_the_previous_result(tmp_path)
     make_agedb(root)
     run("agedb", root, out)
     before = folder_bytes(out)
-    # Enough decoding that Ctrl-C lands in the middle of it: large photos that compress to little,
-    # each with its own bytes after the end-of-image marker (decoders ignore them), so that none is
-    # skipped as a duplicate of another.
+    # Enough decoding that Ctrl-C lands in the middle of it: photos of noise (whose decoding no
+    # reduced-size draft shortens), each with its own bytes after the end-of-image marker (decoders
+    # ignore them), so that none is skipped as a duplicate of another.
     buffer = io.BytesIO()
-    Image.new("RGB", (3000, 3000), (120, 90, 60)).save(buffer, format="JPEG", quality=90)
-    for k in range(120):
+    noise = np.random.default_rng(7).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    for k in range(100):
         (root / f"{1000 + k}_Many{k % 40}_{20 + k % 50}_m.jpg").write_bytes(buffer.getvalue() + f"photo {k}".encode())
     os.mkfifo(root / "00_Fifo_30_m.jpg")  # sorts first: a worker that opened it would block forever
     process = subprocess.Popen(
