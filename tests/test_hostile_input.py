@@ -317,6 +317,9 @@ def test_ctrl_c_stops_promptly_cleans_up_and_keeps_the_previous_result(tmp_path)
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--format", "agedb", "--root", str(root), "--out", str(out), "--size", "64",
          "--workers", "1", "--no-progress"], stderr=subprocess.PIPE, text=True,
+        # Ctrl-C's default action, even when these tests run in the background (a shell starts
+        # background jobs with SIGINT ignored, and the child would inherit that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for _ in range(3000):  # decoding has begun once the store's temporary file exists
