@@ -122,12 +122,10 @@ def _faiss():
     return faiss
 
 
-def _faiss_candidates(faiss, query: torch.Tensor, gallery: torch.Tensor, width: int):
-    """faiss's exact L1 search: (indices int64 [m, width], its float32 distances [m, width])."""
+def _faiss_candidates(faiss, index, query: torch.Tensor, width: int):
+    """faiss's exact L1 search of ``index``: (indices int64 [m, width], its float32 distances [m, width])."""
     faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's kernels
-    index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
-    index.add(gallery.contiguous().numpy())
-    distances, indices = index.search(query.contiguous().numpy(), width)
+    distances, indices = index.search(query.detach().contiguous().numpy(), width)
     return torch.from_numpy(indices), torch.from_numpy(distances)
 
 
@@ -164,16 +162,23 @@ def _search(query: torch.Tensor, gallery: torch.Tensor, k, chunk_size, memory_mb
     faiss = _faiss() if query.device.type == "cpu" and query.dtype == torch.float32 else None
     width = k + CANDIDATES_EXTRA
     if faiss is not None and width < g and m * g >= FAISS_MIN_WORK:
-        candidates, proposed = _faiss_candidates(faiss, query, gallery, width)
-        rows, chosen, values = _exact_from_candidates(query, gallery, k, candidates, proposed)
+        index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
+        index.add(gallery.detach().contiguous().numpy())
         indices = torch.empty(m, k, dtype=torch.int64)
         distances = torch.empty(m, k, dtype=query.dtype)
-        indices[rows], distances[rows] = chosen, values
-        rest = torch.ones(m, dtype=torch.bool)
-        rest[rows] = False
-        rest = rest.nonzero().squeeze(1)
-        if rest.numel():
-            indices[rest], distances[rest] = _plain_search(query[rest], gallery, k, chunk)
+        # queries per faiss call: the re-ranking holds [step, width, d] gathered gallery rows
+        step = max(1, int(memory_mb * 2**20) // (width * gallery.shape[1] * gallery.element_size() * 2))
+        for start in range(0, m, step):
+            part = query[start:start + step]
+            candidates, proposed = _faiss_candidates(faiss, index, part, width)
+            rows, chosen, values = _exact_from_candidates(part, gallery, k, candidates, proposed)
+            rest = torch.ones(len(part), dtype=torch.bool)
+            rest[rows] = False
+            rest = rest.nonzero().squeeze(1)
+            rows, rest = rows + start, rest + start
+            indices[rows], distances[rows] = chosen, values
+            if rest.numel():
+                indices[rest], distances[rest] = _plain_search(query[rest], gallery, k, chunk)
         return indices, distances
     return _plain_search(query, gallery, k, chunk)
 

@@ -298,3 +298,18 @@ def test_real_faiss_gives_the_plain_answer(monkeypatch):
     expected = plain(query, gallery, 20, monkeypatch)
     got = knn_neighbours(query, gallery, 20)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_the_fast_search_works_in_bounded_chunks_and_on_tensors_that_need_grad(monkeypatch):
+    import agekit.knn as knn
+
+    monkeypatch.setattr(knn, "FAISS_MIN_WORK", 0)
+    gen = torch.Generator().manual_seed(4)
+    query, gallery = torch.randn(300, 16, generator=gen), torch.randn(4_000, 16, generator=gen)
+    expected = plain(query, gallery, 20, monkeypatch)
+    fake = NoisyFaiss()
+    monkeypatch.setattr(knn, "_faiss", lambda: fake)
+    # 0.05 MiB holds the gathered candidates (22 rows of 16 float32, twice) of 18 queries at a time
+    got = knn_neighbours(query.requires_grad_(), gallery, 20, memory_mb=0.05)
+    assert fake.searched == 17  # one faiss call per chunk of at most 18 of the 300 queries
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
