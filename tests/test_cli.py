@@ -172,6 +172,8 @@ def test_synth_writes_the_prepared_format_with_the_faces_pixels(tmp_path, capsys
     assert data.identities == [f"person{int(p):04d}" for p in faces.identities[order]]
     assert find_leakage(data.identities, data.split) == {}
     assert set(data.split.tolist()) == {0, 1, 2}
+    info = json.loads((out / "prepare.json").read_text())  # where the faces came from, not the temporary folder
+    assert info["root"] == "agekit data synth --n 60 --size 16 --seed 2 --difficulty standard"
     for k in (0, 37):
         png = out / "faces" / png_name(k, int(faces.identities[k]), int(faces.ages[k]), int(faces.genders[k]))
         pixels = torch.from_numpy(np.array(Image.open(png))).permute(2, 0, 1)

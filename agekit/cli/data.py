@@ -108,7 +108,10 @@ def _data_synth(args) -> int:
     with tempfile.TemporaryDirectory(dir=out, prefix=".synth-") as scratch:
         pngs = Path(scratch) / PNG_FOLDER
         write_pngs(faces, pngs)
-        summary = prepare("agedb", pngs, out, image_size=args.size, seed=args.seed, progress=False, verbose=False)
+        origin = (f"agekit data synth --n {args.n} --size {args.size} --seed {args.seed} "
+                  f"--difficulty {args.difficulty}")  # the PNG folder is temporary
+        summary = prepare("agedb", pngs, out, image_size=args.size, seed=args.seed, progress=False, verbose=False,
+                          source=origin)
         if args.png:
             kept = out / PNG_FOLDER
             if kept.exists():

@@ -275,8 +275,12 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
     verbose: bool = True,
+    source: str | None = None,
 ) -> PrepareSummary:
     """Turn the data set at ``root`` into a manifest and an image store in ``out``.
+
+    ``source``, when given, is what ``prepare.json`` records as the data's origin instead of
+    ``root`` (for data written to a temporary folder, e.g. by ``agekit data synth``).
 
     format: a name in ``agekit.data.formats.FORMATS``; image_size: S of the stored
     [N, 3, S, S] faces; split: ``identity`` (identity-disjoint, age-stratified
@@ -325,8 +329,9 @@ def prepare(
 
     with folder_lock(out, "preparation"):
         remove_stale_temps(out, (DATA_NAME, META_NAME, MANIFEST_NAME, SKIPPED_NAME, INFO_NAME))
+        origin = source if source is not None else shown_name(str(root.resolve()))
         summary = _prepare_locked(format, root, out, records, skipped, image_size, split, seed, (low, high), workers,
-                                  progress)
+                                  progress, origin)
     if verbose:
         print(summary.describe(), file=sys.stderr)
     return summary
@@ -341,7 +346,8 @@ def _check_space(out: Path, needed: int, images: int, image_size: int) -> None:
         )
 
 
-def _prepare_locked(format, root, out, records, skipped, image_size, split, seed, age_range, workers, progress):
+def _prepare_locked(format, root, out, records, skipped, image_size, split, seed, age_range, workers, progress,
+                    origin):
     """The writing half of ``prepare``, run while holding ``out``'s lock."""
     low, high = age_range
     needed = len(records) * 3 * image_size * image_size + 2**20 + 200 * len(records)  # store, JSON, CSV rows
@@ -362,7 +368,7 @@ def _prepare_locked(format, root, out, records, skipped, image_size, split, seed
         )
         files.write(SKIPPED_NAME, _csv(("path", "reason", "detail"), skipped, errors="backslashreplace"))
         info = {
-            "format": format, "root": shown_name(str(root.resolve())), "image_size": image_size, "split": split,
+            "format": format, "root": origin, "image_size": image_size, "split": split,
             "seed": seed, "age_range": [low, high], "images": len(kept), "splits": summary.splits,
             "skipped": counts,
             "square": "longer side, centred on the image or face box, black padding; bilinear resize",
