@@ -26,6 +26,7 @@ import os
 import random
 import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -130,8 +131,6 @@ def floor(k: int, repeats: int) -> dict:
 
 
 def _timed(run) -> float:
-    import time
-
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
